@@ -41,9 +41,7 @@ class PolicyDenied(BastionError):
 
     code = "denied"
 
-    def __init__(
-        self, message: str, *, hint: str | None = None, policy_ids: tuple[str, ...] = ()
-    ) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, policy_ids: tuple[str, ...] = ()) -> None:
         super().__init__(message, hint=hint)
         self.policy_ids = policy_ids
 

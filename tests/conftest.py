@@ -8,10 +8,11 @@ afterwards. If PostgreSQL cannot be reached the run stops at once and says how t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
-from dataclasses import dataclass
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -63,10 +64,9 @@ async def ensure_app_role() -> None:
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", APP_ROLE)
         if not exists:
-            try:
+            # another test process may create it at the same moment
+            with contextlib.suppress(asyncpg.DuplicateObjectError):
                 await conn.execute(f'CREATE ROLE "{APP_ROLE}" LOGIN NOSUPERUSER NOBYPASSRLS')
-            except asyncpg.DuplicateObjectError:
-                pass  # created concurrently by another test process
     finally:
         await conn.close()
 
@@ -103,5 +103,3 @@ async def scratch_db() -> AsyncIterator[ScratchDatabase]:
         yield db
     finally:
         await drop_scratch_database(db.name)
-
-
