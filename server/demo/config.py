@@ -1,0 +1,42 @@
+"""The embedded demo's configuration: used by `bastion demo`, and by `bastion serve` without a config.
+
+It is written out as `.bastion/bastion.yaml` so the demo's server process reads a real file, the
+same way an operator's would, and a curious user can open it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from server.config import BastionConfig, load_config
+
+DEMO_AGENT = "demo-agent"
+
+DEMO_CONFIG_YAML = f"""\
+# The embedded demo's configuration (written by `bastion demo`; safe to delete).
+databases:
+  demo:
+    dsn: sqlite:///demo.db          # relative to this file's folder
+    statement_timeout_ms: 5000
+    max_rows: 200
+state:
+  dsn: sqlite:///state.db           # the audit trail
+identity:
+  stdio_agent: {DEMO_AGENT}
+  agents:
+    {DEMO_AGENT}: {{groups: [analytics]}}
+"""
+
+
+def write_demo_config(base: Path) -> Path:
+    base.mkdir(parents=True, exist_ok=True)
+    path = base / "bastion.yaml"
+    path.write_text(DEMO_CONFIG_YAML, encoding="utf-8")
+    return path
+
+
+def demo_config(base: Path) -> BastionConfig:
+    path = base / "bastion.yaml"
+    if not path.exists():
+        write_demo_config(base)
+    return load_config(path)

@@ -1,0 +1,108 @@
+"""The state store's schema, as numbered migrations applied on open.
+
+Opening a store reads `schema_version` first; only when migrations are pending does it take a lock
+(PostgreSQL an advisory lock, SQLite its write lock), read the version again and apply what is still
+missing, all in one transaction, recording each version. So several processes opening a fresh store
+at once apply each migration exactly once, and a store that is already current can be opened by a role
+that may read and write the tables but not create them. Migrations are append-only: a released one is
+never edited, a change is a new version.
+
+Later issues add their tables as new versions here: `approvals` (the approval requests and their
+decisions) and `catalog_classifications` (each column's PII entity, confidence and evidence).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.store.base import StoreError
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    postgres: tuple[str, ...]
+    sqlite: tuple[str, ...]
+
+
+SCHEMA_VERSION_TABLE = {
+    "postgres": (
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        " version integer PRIMARY KEY,"
+        " description text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())"
+    ),
+    "sqlite": (
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        " version INTEGER PRIMARY KEY,"
+        " description TEXT NOT NULL,"
+        " applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
+    ),
+}
+
+_GENESIS = "'" + "0" * 64 + "'"
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        description="audit trail and its chain head",
+        postgres=(
+            # sequence is assigned by the append under the chain-head lock, not by a PostgreSQL
+            # sequence: those leave gaps on rollback, and a gap must mean a deleted event
+            """CREATE TABLE audit_events (
+                sequence bigint PRIMARY KEY CHECK (sequence > 0),
+                id text NOT NULL UNIQUE,
+                time timestamptz NOT NULL,
+                agent_id text,
+                tool text NOT NULL,
+                decision text NOT NULL,
+                database text,
+                statement_kind text,
+                record text NOT NULL,
+                prev_hash text NOT NULL,
+                hash text NOT NULL)""",
+            "CREATE INDEX audit_events_time_idx ON audit_events (time)",
+            # one row, locked by every append: the point where concurrent writers are serialized
+            """CREATE TABLE audit_chain_head (
+                id smallint PRIMARY KEY CHECK (id = 1),
+                sequence bigint NOT NULL,
+                hash text NOT NULL)""",
+            f"INSERT INTO audit_chain_head (id, sequence, hash) VALUES (1, 0, {_GENESIS})",
+        ),
+        sqlite=(
+            # time is UTC text of fixed width (2026-07-28T14:03:07.000123Z) so text order is time order
+            """CREATE TABLE audit_events (
+                sequence INTEGER PRIMARY KEY CHECK (sequence > 0),
+                id TEXT NOT NULL UNIQUE,
+                time TEXT NOT NULL,
+                agent_id TEXT,
+                tool TEXT NOT NULL,
+                decision TEXT NOT NULL,
+                database TEXT,
+                statement_kind TEXT,
+                record TEXT NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL)""",
+            "CREATE INDEX audit_events_time_idx ON audit_events (time)",
+            """CREATE TABLE audit_chain_head (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                sequence INTEGER NOT NULL,
+                hash TEXT NOT NULL)""",
+            f"INSERT INTO audit_chain_head (id, sequence, hash) VALUES (1, 0, {_GENESIS})",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def pending_migrations(current: int) -> tuple[Migration, ...]:
+    """The migrations a store at `current` still needs; refuses a store written by a newer Bastion,
+    whose tables this one would misread."""
+    if current > LATEST_VERSION:
+        raise StoreError(
+            f"the state store has schema version {current}, newer than this Bastion knows "
+            f"({LATEST_VERSION}); upgrade Bastion or point state.dsn at another store"
+        )
+    return tuple(m for m in MIGRATIONS if m.version > current)

@@ -1,0 +1,303 @@
+"""The SQLite state store: the embedded default, one file beside the config.
+
+sqlite3 blocks, so every call runs on a thread, never on the event loop. There are two threads, each
+owning one connection (sqlite3 connections must stay on the thread that made them): the writer, the
+only one that appends, and the reader, so that an export of a long trail never holds up an append.
+The file is in WAL mode, where readers and the writer do not block each other.
+
+Durability: `synchronous=FULL`, so each commit is fsynced before `append_audit` returns; with WAL,
+NORMAL would be faster but may lose the last commits on power loss, and the promise is that an answer
+never leaves without its audit event on disk.
+
+Linearity: appends take an asyncio lock and then run `BEGIN IMMEDIATE` (SQLite's write lock, which
+also holds off another process sharing the file), read the chain head, insert, move the head, commit.
+Group commit (issue 7) belongs in `append_audit`: instead of one transaction per event under the lock,
+queue events and let the writer thread drain the queue into one transaction per fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+from server.audit.chain import ChainHead, link_hash
+from server.audit.event import AuditEvent, StoredEvent
+from server.store.base import (
+    PreparedEvent,
+    StateStore,
+    StoreError,
+    as_utc,
+    column_text,
+    decode_event,
+    prepare_event,
+)
+from server.store.migrations import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending_migrations
+
+T = TypeVar("T")
+
+_HEAD = "SELECT sequence, hash FROM audit_chain_head WHERE id = 1"
+_INSERT = (
+    "INSERT INTO audit_events (sequence, id, time, agent_id, tool, decision, database, statement_kind,"
+    " record, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def sqlite_time(moment: datetime) -> str:
+    """UTC, fixed width, so that comparing the text compares the times."""
+    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _ConnectionThread:
+    """One thread and the one connection it owns; calls run there one at a time, in order."""
+
+    def __init__(self, name: str) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._conn: sqlite3.Connection | None = None
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, self._call, work)
+        except RuntimeError:  # the executor was shut down by close()
+            raise StoreError("the state store is closed") from None
+        return await future
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            raise StoreError("the state store is closed")
+        return work(self._conn)
+
+    async def open(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        def opener() -> None:
+            self._conn = connect()
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, opener)
+
+    async def close(self) -> None:
+        def closer() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, closer)
+        finally:
+            self._executor.shutdown(wait=False)
+
+
+class SQLiteStore(StateStore):
+    dialect = "sqlite"
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000) -> None:
+        self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._writer = _ConnectionThread("bastion-state-writer")
+        self._reader = _ConnectionThread("bastion-state-reader")
+        self._write_lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> SQLiteStore:
+        """Create the file (and its folders) if needed, bring its schema up to date, and start the
+        threads. Raises StoreError naming the path (never secret) when the file cannot be used."""
+        store = cls(path, busy_timeout_ms=busy_timeout_ms)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            await store._writer.open(store._connect_writer)
+            await store._writer.run(_migrate)
+            await store._reader.open(store._connect_reader)
+        except (OSError, sqlite3.Error) as error:
+            await store._shutdown()
+            raise StoreError(f"cannot open the SQLite state store at {path}: {_describe(error)}") from error
+        except BaseException:
+            await store._shutdown()
+            raise
+        return store
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: no implicit transactions; appends say BEGIN IMMEDIATE themselves
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout_ms / 1000, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        return conn
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        try:
+            mode = self._enable_wal(conn)
+            if str(mode).lower() != "wal":
+                raise StoreError(
+                    f"the SQLite state store at {self.path} cannot use WAL mode (got {mode}); "
+                    "put it on a local file system"
+                )
+            conn.execute("PRAGMA synchronous = FULL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> str:
+        """Switching a new file to WAL needs an exclusive lock, and SQLite reports a busy file at once
+        instead of calling the busy handler, so two processes creating the store together retry here."""
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = self._connect()
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    async def append_audit(self, event: AuditEvent) -> StoredEvent:
+        prepared = prepare_event(event)
+        async with self._write_lock:
+            self._check_open()
+            try:
+                return await self._writer.run(lambda conn: _append(conn, prepared))
+            except sqlite3.Error as error:
+                raise StoreError(f"the audit event could not be written: {_describe(error)}") from error
+
+    async def audit_chain_head(self) -> ChainHead:
+        self._check_open()
+        try:
+            row = await self._reader.run(lambda conn: conn.execute(_HEAD).fetchone())
+        except sqlite3.Error as error:
+            raise StoreError(f"the audit chain head could not be read: {_describe(error)}") from error
+        return ChainHead(int(row[0]), str(row[1]))
+
+    async def _select_audit(
+        self,
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        after_sequence: int | None,
+        limit: int | None,
+        newest_first: bool,
+    ) -> list[StoredEvent]:
+        self._check_open()
+        clauses: list[str] = []
+        params: list[object] = []
+        if since is not None:
+            clauses.append("time >= ?")
+            params.append(sqlite_time(since))
+        if until is not None:
+            clauses.append("time < ?")
+            params.append(sqlite_time(until))
+        if after_sequence is not None:
+            clauses.append("sequence > ?")
+            params.append(after_sequence)
+        sql = "SELECT sequence, prev_hash, hash, record FROM audit_events"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY sequence DESC" if newest_first else " ORDER BY sequence"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+
+        def select(conn: sqlite3.Connection) -> list[StoredEvent]:
+            return [decode_event(*row) for row in conn.execute(sql, params)]
+
+        try:
+            return await self._reader.run(select)
+        except sqlite3.Error as error:
+            raise StoreError(f"the audit trail could not be read: {_describe(error)}") from error
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        async with self._write_lock:  # let an append in flight finish
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        for thread in (self._reader, self._writer):
+            with contextlib.suppress(sqlite3.Error):
+                await thread.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the state store is closed")
+
+
+def _append(conn: sqlite3.Connection, prepared: PreparedEvent) -> StoredEvent:
+    """Runs on the writer thread: the whole read-head, link, insert, advance, commit step."""
+    event = prepared.event
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        head = conn.execute(_HEAD).fetchone()
+        if head is None:  # tampered with, or half-migrated by hand
+            raise StoreError("the audit chain head is missing from the state store")
+        head_sequence, prev_hash = head
+        sequence = int(head_sequence) + 1
+        hash_ = link_hash(prepared.hashed_json, sequence, prev_hash)
+        conn.execute(
+            _INSERT,
+            (
+                sequence,
+                event.id,
+                sqlite_time(event.time),
+                column_text(event.agent_id),
+                column_text(event.tool),
+                column_text(event.decision),
+                column_text(event.database),
+                column_text(event.statement_kind),
+                prepared.record_json,
+                prev_hash,
+                hash_,
+            ),
+        )
+        conn.execute("UPDATE audit_chain_head SET sequence = ?, hash = ? WHERE id = 1", (sequence, hash_))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+    return StoredEvent(sequence=sequence, prev_hash=prev_hash, hash=hash_, event=event)
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone()
+    if not exists:
+        return 0
+    return int(conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0])
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Runs on the writer thread at open; see server/store/migrations.py."""
+    if _schema_version(conn) == LATEST_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")  # the write lock: another process may be migrating too
+    try:
+        conn.execute(SCHEMA_VERSION_TABLE["sqlite"])
+        for migration in pending_migrations(_schema_version(conn)):
+            for statement in migration.sqlite:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, description) VALUES (?, ?)",
+                (migration.version, migration.description),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+def _describe(error: BaseException) -> str:
+    """SQLite's own words ('database is locked', 'disk I/O error'): they name no secret and tell the
+    operator what to fix."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__

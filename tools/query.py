@@ -1,0 +1,94 @@
+"""`query`: run one read statement under governance."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult, TextContent
+from pydantic import Field
+from typing_extensions import TypedDict
+
+from server.encoding import encode_rows
+from server.errors import BastionError
+from server.pipeline import QUERY, ToolCall, run
+from tools.boundary import call_was_audited, runtime_of, structured, tool_error, transport_info
+
+DESCRIPTION = """Run one SQL statement (a read) against a governed database and get the rows back.
+
+Bastion checks the statement before it runs: one statement only, reads of the database's own tables,
+no side-effect functions. Results are capped at the database's max_rows (truncated=true says more rows
+exist: add a WHERE clause, an aggregate or a LIMIT). Call `describe` first to learn the tables and columns.
+Say why you run it in `purpose`; it is recorded in the audit trail."""
+
+
+class OutputColumn(TypedDict):
+    name: str
+    type: str
+    masked: bool
+    pii_entity: str | None
+
+
+class QueryDecision(TypedDict):
+    verdict: str
+    policy_ids: list[str]
+    reasons: list[str]
+
+
+class QueryOutput(TypedDict):
+    database: str
+    columns: list[OutputColumn]
+    rows: list[list[Any]]
+    row_count: int
+    truncated: bool
+    decision: QueryDecision
+    audit_id: str
+
+
+async def query(
+    sql: Annotated[str, Field(description="One SQL statement, in the database's dialect.")],
+    ctx: Context,
+    purpose: Annotated[str, Field(description="Why you are running this query (recorded).")] = "",
+    database: Annotated[str | None, Field(description="Configured database name; default: the first.")] = None,
+    max_rows: Annotated[int | None, Field(ge=1, description="Return at most this many rows.")] = None,
+    approval_id: Annotated[str | None, Field(description="An approved request's id, for writes.")] = None,
+) -> Annotated[CallToolResult, QueryOutput]:
+    runtime = runtime_of(ctx)
+    arguments = {"sql": sql, "purpose": purpose, "database": database, "max_rows": max_rows}
+    if approval_id is not None:
+        arguments["approval_id"] = approval_id
+    call = ToolCall(
+        tool="query",
+        arguments=arguments,
+        transport=transport_info(ctx),
+        database=database,
+        sql=sql,
+        purpose=purpose or None,
+        max_rows=max_rows,
+    )
+    call_was_audited.set(True)
+    try:
+        state = await run(runtime, call, QUERY)
+    except BastionError as error:
+        return tool_error(error)
+    result = state.result
+    decision = state.decision
+    assert result is not None and decision is not None and state.database is not None
+    payload: dict[str, Any] = {
+        "database": state.database,
+        "columns": [
+            {"name": column.name, "type": column.type_name, "masked": False, "pii_entity": None}
+            for column in result.columns
+        ],
+        "rows": encode_rows(result.rows),
+        "row_count": result.row_count,
+        "truncated": result.truncated,
+        "decision": {
+            "verdict": decision.verdict.value,
+            "policy_ids": list(decision.policy_ids),
+            "reasons": list(decision.reasons),
+        },
+        "audit_id": state.audit_id or "",
+    }
+    text, content = structured(payload)
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=content)
