@@ -71,9 +71,68 @@ class AgentConfig(_Strict):
     groups: tuple[str, ...] = ()
 
 
+class UserConfig(_Strict):
+    """A human (approver) known to the local command line."""
+
+    groups: tuple[str, ...] = ()
+
+
+class OAuthConfig(_Strict):
+    issuer: str
+    audience: str
+    jwks_url: str
+    agent_claim: str = "azp"
+    groups_claim: str = "groups"
+    groups_prefix: str | None = None
+    user_claim: str = "sub"
+    required_scopes: tuple[str, ...] = ()
+    #: per-tool scopes on top of required_scopes, e.g. {query: [bastion:query]}
+    tool_scopes: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    algorithms: tuple[str, ...] = ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256", "PS384", "PS512", "EdDSA")
+    clock_skew_s: int = Field(default=60, ge=0, le=600)
+    jwks_cache_s: int = Field(default=300, ge=1)
+    jwks_min_refresh_s: int = Field(default=30, ge=0)
+
+
+class ApiKeyConfig(_Strict):
+    hash: str
+    agent: str
+    groups: tuple[str, ...] = ()
+
+
 class IdentityConfig(_Strict):
     stdio_agent: str = "local-agent"
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
+    users: dict[str, UserConfig] = Field(default_factory=dict)
+    oauth: OAuthConfig | None = None
+    api_keys: tuple[ApiKeyConfig, ...] = ()
+    #: the public URL of this server's MCP endpoint (the OAuth resource); default from --host/--port
+    resource_url: str | None = None
+
+
+class PiiConfig(_Strict):
+    """Masking: where the HMAC key comes from, the operator per entity, and column overrides."""
+
+    #: environment variable holding the mask key (for `hash`), hex or base64, at least 32 bytes
+    mask_key_env: str = "BASTION_MASK_KEY"
+    #: used when the variable is unset: a key generated once into this file (mode 0600), so hashes
+    #: stay stable across restarts; relative to the config file's folder
+    mask_key_file: str = ".bastion/mask.key"
+    default_operator: str = "hash"
+    operators: dict[str, str] = Field(default_factory=dict)
+    #: "schema.table.column" (or "database.schema.table.column") -> entity name or NONE
+    columns: dict[str, str] = Field(default_factory=dict)
+    phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR", "IT", "ES", "NL", "JP", "AU", "IN", "CA", "SG")
+    sample_size: int = Field(default=100, ge=1, le=10_000)
+    #: a spaCy model directory for NER on free text (PERSON, LOCATION); none by default
+    ner_model: str | None = None
+
+
+class ApprovalsConfig(_Strict):
+    ttl_s: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
+    webhook: str | None = None
+    #: the approver web page link put in notifications
+    public_url: str | None = None
 
 
 class TelemetryConfig(_Strict):
@@ -86,6 +145,8 @@ class BastionConfig(_Strict):
     state: StateConfig = StateConfig()
     identity: IdentityConfig = IdentityConfig()
     policies: str | None = None
+    pii: PiiConfig = PiiConfig()
+    approvals: ApprovalsConfig = ApprovalsConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     #: where relative sqlite:/// paths and the policies directory are resolved from
     base_dir: str = Field(default=".", exclude=True)

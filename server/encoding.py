@@ -20,10 +20,11 @@ _PASSTHROUGH: frozenset[type] = frozenset({str, int, bool, type(None)})
 
 
 def _decimal(value: decimal.Decimal) -> Any:
+    """A JSON number when a double holds it exactly enough (15 significant digits), else a string,
+    so 12345678901234567890.123 is not silently rounded."""
     if not value.is_finite():
         return str(value)
-    as_float = float(value)
-    return as_float if decimal.Decimal(repr(as_float)) == value else str(value)
+    return float(value) if len(value.as_tuple().digits) <= 15 else str(value)
 
 
 def _float(value: float) -> Any:

@@ -9,6 +9,7 @@ committed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -97,6 +98,12 @@ async def enforce(runtime: Runtime, state: CallState) -> CallState:
     return state
 
 
+@functools.lru_cache(maxsize=1024)
+def regenerated_sql(sql: str, dialect: str) -> str:
+    """The analyzed tree rendered back to SQL, cached like the analysis itself (same key)."""
+    return analyze_sql(sql, dialect).ast.sql(dialect=dialect)
+
+
 async def rewrite(runtime: Runtime, state: CallState) -> CallState:
     """What runs is what was analyzed: the SQL regenerated from the AST, never the raw text, so a
     parser difference between sqlglot and the database cannot smuggle in what analysis missed."""
@@ -104,7 +111,7 @@ async def rewrite(runtime: Runtime, state: CallState) -> CallState:
     requested = state.call.max_rows
     if state.decision.max_rows is not None:
         requested = min(requested or state.decision.max_rows, state.decision.max_rows)
-    sql = state.statement.ast.sql(dialect=state.statement.dialect)
+    sql = regenerated_sql(state.statement.sql, state.statement.dialect)
     return replace(state, sql_to_run=sql, limits=runtime.limits(state.database, max_rows=requested))
 
 

@@ -132,7 +132,12 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 )
 
 #: sqlglot's own classes for calls with side effects, whatever name they were written with
-SIDE_EFFECT_CLASSES: tuple[type[exp.Expression], ...] = (exp.NextValueFor,)
+SIDE_EFFECT_CLASSES: dict[type[exp.Expression], str] = {
+    exp.NextValueFor: "changes a sequence",
+    exp.ToFile: "writes files",
+    exp.ReadCSV: "reads files",
+    exp.ReadParquet: "reads files",
+}
 
 DENY_PATTERNS: tuple[str, ...] = tuple(pattern for _, patterns in _RULES for pattern in patterns)
 

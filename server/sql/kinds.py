@@ -107,6 +107,8 @@ def root_kind(root: exp.Expression, first_words: str) -> StatementKind:
     what was refused when the tree itself says nothing useful (a Command, a bare expression)."""
     while isinstance(root, exp.Subquery) and isinstance(root.this, exp.Query):
         root = root.this  # (SELECT ...) on its own
+    if isinstance(root, exp.Rollback) and root.args.get("savepoint"):
+        raise _refuse("SAVEPOINT", first_words)  # ROLLBACK TO SAVEPOINT, like SAVEPOINT itself
     for node_type, kind in _ROOT_KINDS:
         if isinstance(root, node_type):
             return kind

@@ -4,11 +4,14 @@ sqlglot reads `U&"pg\\0073leep"(1)` as the column `U` AND-ed with a function nam
 `pg\\0073leep`; PostgreSQL reads it as a call to `pg_sleep`. A deny list checked on sqlglot's tree
 would miss it, so the identifier is decoded here, before parsing, exactly as the server decodes it
 (`\\XXXX`, `\\+XXXXXX`, a doubled escape character, an optional `UESCAPE 'c'`), and anything the
-server would reject is refused. Unicode string literals (`U&'...'`) are already understood by
-sqlglot and do not name anything, so they are left alone.
+server would reject is refused. Unicode string literals (`U&'...'`) are understood by sqlglot and
+name nothing, so they are only checked: sqlglot accepts some that PostgreSQL rejects, and then
+cannot render them back to SQL.
 """
 
 from __future__ import annotations
+
+from itertools import pairwise
 
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.tokens import Token, TokenType
@@ -21,13 +24,13 @@ _BAD_ESCAPE_CHARS = frozenset("0123456789abcdefABCDEF+'\" \t\r\n\f")
 
 def _invalid(text: str) -> SQLRejected:
     return SQLRejected(
-        f"invalid Unicode escape in the identifier U&{text!r}",
-        hint='Write the identifier plainly, e.g. "name".',
+        f"invalid Unicode escape in U&{text!r}",
+        hint="Unicode escapes must be \\XXXX or \\+XXXXXX, with a valid escape character.",
     )
 
 
 def decode_unicode_identifier(text: str, escape: str = "\\") -> str:
-    """The identifier PostgreSQL reads from `U&"text"` (with `UESCAPE 'escape'`)."""
+    """The text PostgreSQL reads from `U&"text"` or `U&'text'` (with `UESCAPE 'escape'`)."""
     out: list[str] = []
     i = 0
     pending_high: int | None = None
@@ -87,16 +90,8 @@ def _decode_unicode_identifiers(tokens: list[Token]) -> list[Token]:
             and _adjacent(tokens[i + 1], tokens[i + 2])
         ):
             quoted = tokens[i + 2]
-            escape, consumed = "\\", 3
-            if (
-                i + 4 < n
-                and tokens[i + 3].token_type == TokenType.VAR
-                and tokens[i + 3].text.upper() == "UESCAPE"
-                and tokens[i + 4].token_type == TokenType.STRING
-            ):
-                escape, consumed = tokens[i + 4].text, 5
-                if len(escape) != 1 or escape in _BAD_ESCAPE_CHARS:
-                    raise _invalid(quoted.text)
+            escape, clause = _escape_after(tokens, i + 2, quoted.text)
+            consumed = 3 + clause
             decoded = decode_unicode_identifier(quoted.text, escape)
             out.append(
                 Token(
@@ -116,14 +111,49 @@ def _decode_unicode_identifiers(tokens: list[Token]) -> list[Token]:
     return out
 
 
+def _escape_after(tokens: list[Token], i: int, text: str) -> tuple[str, int]:
+    """The escape character of the U& literal at `i` and how many tokens its UESCAPE clause takes."""
+    if (
+        i + 2 < len(tokens)
+        and tokens[i + 1].token_type == TokenType.VAR
+        and tokens[i + 1].text.upper() == "UESCAPE"
+        and tokens[i + 2].token_type == TokenType.STRING
+    ):
+        escape = tokens[i + 2].text
+        if len(escape) != 1 or escape in _BAD_ESCAPE_CHARS:
+            raise _invalid(text)
+        return escape, 2
+    return "\\", 0
+
+
+def _check_unicode_strings(tokens: list[Token]) -> None:
+    """`U&'...'` literals that PostgreSQL would reject are refused here too: sqlglot accepts some
+    of them and then fails to render them back to SQL."""
+    for i, token in enumerate(tokens):
+        if token.token_type == TokenType.UNICODE_STRING:
+            escape, _ = _escape_after(tokens, i, token.text)
+            decode_unicode_identifier(token.text, escape)
+
+
 def tokenize(sql: str, dialect: Dialect, *, postgres: bool) -> list[Token]:
     """sqlglot's tokens for `sql`, with what PostgreSQL would decode already decoded."""
     tokens = dialect.tokenize(sql)
     if postgres and any(t.token_type == TokenType.AMP for t in tokens):
         tokens = _decode_unicode_identifiers(tokens)
+    if postgres:
+        _check_unicode_strings(tokens)
     return tokens
 
 
 def first_words(tokens: list[Token], count: int = 2) -> str:
     """The statement's first keywords as written, to name what was refused."""
     return " ".join(token.text.upper() for token in tokens[:count] if token.token_type != TokenType.SEMICOLON)
+
+
+def calls_named(tokens: list[Token], names: frozenset[str]) -> list[str]:
+    """The names in `names` (lower-case) written as calls, `name(`, in the token stream."""
+    return [
+        token.text
+        for token, following in pairwise(tokens)
+        if following.token_type == TokenType.L_PAREN and token.text.lower() in names
+    ]

@@ -438,7 +438,7 @@ xmlconcat2 xmlexists xmlvalidate xpath xpath_exists
 
 # written like calls, implemented by the grammar rather than by pg_proc entries of that name
 _GRAMMAR = """
-array coalesce collation current_catalog current_date current_role current_schema current_time
+array cast coalesce collation current_catalog current_date current_role current_schema current_time
 current_timestamp current_user exists extract greatest grouping json_array json_arrayagg json_object
 json_objectagg json_query json_scalar json_serialize json_table json_value least localtime
 localtimestamp merge_action nullif overlay position row session_user substring system_user treat

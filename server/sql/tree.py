@@ -55,9 +55,12 @@ _NESTED_STATEMENTS: tuple[type[exp.Expression], ...] = (
     exp.Rollback,
 )
 
-# sqlglot models these syntax forms as functions; they call nothing
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 
+# sqlglot's names for calls PostgreSQL spells differently
+_SYNTAX_NAMES = {"group_concat": "string_agg", "str_position": "position", "j_s_o_n_array_agg": "json_agg"}
+
+# sqlglot models these syntax forms as functions; they call nothing
 _SYNTAX_FUNCS: tuple[type[exp.Expression], ...] = (exp.Cast, exp.TryCast, exp.Case)
 
 
@@ -93,26 +96,27 @@ class _Call:
 def _call(node: exp.Func, sql: str, fold: Fold) -> _Call:
     """For functions sqlglot does not know, the name as written. For those it knows, the name as
     written where the parser kept its position (`now`, not sqlglot's `CURRENT_TIMESTAMP`), and every
-    name sqlglot maps to the same class. Calls written as syntax (EXTRACT(... FROM ...), operators)
-    have no written name: they are reported under sqlglot's name and are not user code."""
+    name sqlglot maps to the same class. Calls written as syntax (`EXTRACT(... FROM ...)`,
+    `CURRENT_DATE`) have no written name: they are reported under sqlglot's name, and are not user
+    code. Operators that sqlglot models as functions (`->>`, `@>`, `AND`) are not reported at all."""
     known = tuple(name.lower() for name in type(node).sql_names())
     if isinstance(node, exp.Anonymous | exp.AnonymousAggFunc):
-        exact: str | None = fold(node.this) if isinstance(node.this, exp.Identifier | str) else node.name
-        aliases: tuple[str, ...] = (exact or "",)
-    else:
-        exact, aliases = None, known
-        start, end = node.meta.get("start"), node.meta.get("end")
-        if isinstance(start, int) and isinstance(end, int):
-            written = sql[start : end + 1]
-            if len(written) > 1 and written[0] == written[-1] == '"':
-                exact = written[1:-1]
-            elif _PLAIN_NAME.fullmatch(written):
-                exact = fold(written)
-            else:
-                exact = known[0] if known else None
-            aliases = (exact or "", *known)
-    reported = (exact or (known[0] if known else "")).lower()
-    return _Call(reported, exact, _qualifier(node, fold), aliases)
+        exact = fold(node.this) if isinstance(node.this, exp.Identifier | str) else node.name
+        return _Call(exact.lower(), exact, _qualifier(node, fold), (exact,))
+    start, end = node.meta.get("start"), node.meta.get("end")
+    if not (isinstance(start, int) and isinstance(end, int)):
+        if isinstance(node, exp.Binary | exp.Predicate | exp.Concat):
+            return _Call("", None, None, known)
+        reported = _SYNTAX_NAMES.get(known[0], known[0]) if known else ""
+        return _Call(reported.replace("j_s_o_n", "json").replace("x_m_l", "xml"), None, None, known)
+    written = sql[start : end + 1]
+    if len(written) > 1 and written[0] == written[-1] == '"':
+        exact = written[1:-1]
+    elif _PLAIN_NAME.fullmatch(written):
+        exact = fold(written)
+    else:  # a name the lexer decoded (U&"..."): quoted, so its case matters; fail closed
+        exact = written
+    return _Call(exact.lower(), exact, _qualifier(node, fold), (exact, *known))
 
 
 def _qualifier(node: exp.Expression, fold: Fold) -> str | None:
@@ -228,16 +232,16 @@ def _function(node: exp.Func, sql: str, fold: Fold, builtins: frozenset[str] | N
     if isinstance(node, _SYNTAX_FUNCS):
         return
     call = _call(node, sql, fold)
-    if not call.reported:
-        return
-    facts.functions[call.reported] = None
+    if call.reported:
+        facts.functions[call.reported] = None
     for alias in call.aliases:
         reason = denied_reason(alias)
         if reason is not None:
-            facts.denied.setdefault(call.reported, reason)
-    if isinstance(node, SIDE_EFFECT_CLASSES):
-        facts.denied.setdefault(call.reported, "changes a sequence")
-    if builtins is not None and call.exact is not None:
+            facts.denied.setdefault(call.reported or alias, reason)
+    side_effect = SIDE_EFFECT_CLASSES.get(type(node))
+    if side_effect is not None:
+        facts.denied.setdefault(call.reported or type(node).__name__.lower(), side_effect)
+    if builtins is not None and call.exact:
         qualified = call.schema is not None and call.schema != "pg_catalog"
         if qualified or call.exact not in builtins:
             name = f"{call.schema}.{call.exact}" if call.schema else call.exact

@@ -71,6 +71,9 @@ HAZARDS = re.compile(
 )
 
 
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
 def _selected_files() -> list[object]:
     if not CORPUS.is_dir():
         return [pytest.param(None, id="no-corpus", marks=pytest.mark.corpus)]
@@ -101,11 +104,13 @@ class Tally:
     resets: int = 0
     true_reads: int = 0
     reads_allowed: int = 0
+    regenerated_broken: int = 0
     verdicts: Counter[str] = field(default_factory=Counter)
     refusals: Counter[str] = field(default_factory=Counter)
     leaks: list[str] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)
+    broken_examples: list[str] = field(default_factory=list)
 
     def add(self, other: Tally) -> None:
         for name, value in vars(other).items():
@@ -127,7 +132,8 @@ class Tally:
             f"{self.pg_writes} writes per PostgreSQL, {self.writes_caught} caught, {len(self.leaks)} let "
             f"through; {self.true_reads} true reads, {self.reads_allowed} allowed ({self.share:.1%}); "
             f"{self.not_in_transaction} cannot run in a transaction block; {self.failed} failed for other "
-            f"reasons; {self.timeouts} timed out; {self.resets} connection resets"
+            f"reasons; {self.timeouts} timed out; {self.resets} connection resets; "
+            f"{self.regenerated_broken} reads ran as written but failed as regenerated from the tree"
         )
 
 
@@ -142,6 +148,11 @@ def _verdict(sql: str) -> tuple[str, str]:
     except SQLRejected as refusal:
         return "refused", refusal.message
     return ("read" if statement.kind is StatementKind.SELECT else statement.kind.value), ""
+
+
+def _regenerated(sql: str) -> str:
+    """What the pipeline runs for a read: the analyzed tree rendered back to SQL."""
+    return analyze(sql, "postgres").ast.sql(dialect="postgres")
 
 
 class Replayer:
@@ -294,12 +305,14 @@ async def _assess(path: Path, statement: CorpusStatement, data: str | None, repl
         tally.crashes.append(f"{where}: {type(error).__name__}: {error}")
         verdict, reason = "crash", ""
     tally.verdicts[verdict] += 1
-    if HAZARDS.search(statement.sql):
+    if HAZARDS.search(_COMMENTS.sub(" ", statement.sql)):
         tally.skipped += 1
         if verdict == "read":
             tally.leaks.append(f"{where} (cluster-wide, never probed): {statement.sql[:200]!r}")
         return
     sqlstate = await replayer.probe(statement, data)
+    if verdict == "read":
+        await _assess_regenerated(where, statement, sqlstate, replayer, tally)
     if sqlstate == READ_ONLY_VIOLATION:
         tally.pg_writes += 1
         if verdict == "read":
@@ -319,6 +332,26 @@ async def _assess(path: Path, statement: CorpusStatement, data: str | None, repl
         tally.reads_allowed += verdict == "read"
         if reason:
             tally.refusals[re.sub(r"[`'\"].*", "…", reason)[:70]] += 1
+
+
+async def _assess_regenerated(
+    where: str, statement: CorpusStatement, sqlstate: str | None, replayer: Replayer, tally: Tally
+) -> None:
+    """The pipeline runs the tree rendered back to SQL, not the text: it must not write either."""
+    try:
+        regenerated = _regenerated(statement.sql)
+    except Exception as error:  # nothing runs then, which is safe; reported for the pipeline's sake
+        tally.regenerated_broken += 1
+        tally.broken_examples.append(f"{where} [cannot render: {type(error).__name__}]: {statement.sql[:120]!r}")
+        return
+    if regenerated == statement.sql:
+        return
+    regenerated_state = await replayer.probe(CorpusStatement(regenerated, statement.line), None)
+    if regenerated_state == READ_ONLY_VIOLATION:
+        tally.leaks.append(f"{where} (as regenerated: {regenerated[:200]!r}): {statement.sql[:200]!r}")
+    elif sqlstate is None and regenerated_state is not None:
+        tally.regenerated_broken += 1
+        tally.broken_examples.append(f"{where} [{regenerated_state}]: {regenerated[:160]!r}")
 
 
 @pytest.mark.parametrize("file_name", _selected_files())
@@ -354,4 +387,6 @@ def test_corpus_report(capsys: pytest.CaptureFixture[str]) -> None:
             print(f"    {count:6}  {reason}")
         for line in TOTAL.unfinished:
             print(f"  stopped early: {line}")
+        for line in TOTAL.broken_examples[:20]:
+            print(f"  broken by regeneration: {line}")
     assert not TOTAL.leaks, TOTAL.summary()
