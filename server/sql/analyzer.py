@@ -220,6 +220,11 @@ def _effective_kind(kind: StatementKind, facts: tree.Facts) -> StatementKind:
             f"function {name} is never allowed: it {reason}{also}",
             hint="Bastion refuses it whatever the policy; rewrite the statement without it.",
         )
+    if facts.placeholders:
+        raise SQLRejected(
+            "bind parameters and placeholders ($1, ?, :name, @name) are not supported: the statement is run as sent",
+            hint="Write the values into the statement. In PostgreSQL, @x is an absolute value: write abs(x).",
+        )
     if "COMMAND" in facts.nested_statements:
         raise SQLRejected("the statement contains a part Bastion cannot parse", hint="Simplify the statement.")
     if kind not in (StatementKind.SELECT, *(k for k in StatementKind if k.is_write)):

@@ -81,6 +81,8 @@ class Facts:
     user_functions: dict[str, None] = field(default_factory=dict)
     #: statements nested where no statement belongs (type names)
     nested_statements: list[str] = field(default_factory=list)
+    #: bind parameters and placeholders (`$1`, `?`, `:name`, `@name`)
+    placeholders: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -98,14 +100,14 @@ def _call(node: exp.Func, sql: str, fold: Fold) -> _Call:
     written where the parser kept its position (`now`, not sqlglot's `CURRENT_TIMESTAMP`), and every
     name sqlglot maps to the same class. Calls written as syntax (`EXTRACT(... FROM ...)`,
     `CURRENT_DATE`) have no written name: they are reported under sqlglot's name, and are not user
-    code. Operators that sqlglot models as functions (`->>`, `@>`, `AND`) are not reported at all."""
+    code. Operators that sqlglot models as functions (`->>`, `@>`, `@@`, `AND`) are not reported."""
     known = tuple(name.lower() for name in type(node).sql_names())
     if isinstance(node, exp.Anonymous | exp.AnonymousAggFunc):
         exact = fold(node.this) if isinstance(node.this, exp.Identifier | str) else node.name
         return _Call(exact.lower(), exact, _qualifier(node, fold), (exact,))
     start, end = node.meta.get("start"), node.meta.get("end")
     if not (isinstance(start, int) and isinstance(end, int)):
-        if isinstance(node, exp.Binary | exp.Predicate | exp.Concat):
+        if isinstance(node, exp.Binary | exp.Predicate | exp.Concat | exp.MatchAgainst):
             return _Call("", None, None, known)
         reported = _SYNTAX_NAMES.get(known[0], known[0]) if known else ""
         return _Call(reported.replace("j_s_o_n", "json").replace("x_m_l", "xml"), None, None, known)
@@ -162,6 +164,14 @@ def inspect(root: exp.Expression, sql: str, fold: Fold, builtins: frozenset[str]
             facts.writes.setdefault(kind, f"a data-modifying {kind.value.upper()} inside the statement")
         elif isinstance(node, exp.Into):
             facts.writes.setdefault(StatementKind.DDL, "SELECT ... INTO creates a table")
+        elif isinstance(node, exp.Operator) and builtins is not None:
+            # OPERATOR(schema.op): an operator of another schema than pg_catalog is user code
+            operator = str(node.args.get("operator") or "")
+            schema, dot, _ = operator.rpartition(".")
+            if dot and fold(schema) != "pg_catalog":
+                facts.user_functions.setdefault(f"OPERATOR({operator})", None)
+        elif isinstance(node, exp.Parameter | exp.Placeholder):
+            facts.placeholders.append(type(node).__name__.lower())
         elif isinstance(node, exp.Lock):
             facts.locks.append(node.sql(dialect="postgres"))
         elif isinstance(node, _NESTED_STATEMENTS) and node is not root:

@@ -66,6 +66,7 @@ KINDS: list[tuple[str, StatementKind]] = [
     ("SELECT now(), current_date, random(), length(note)::text FROM orders", SELECT),
     ("SELECT * FROM generate_series(1, 3) WITH ORDINALITY AS g(n, i)", SELECT),
     ("SELECT row_number() OVER (PARTITION BY cid ORDER BY total) FROM orders", SELECT),
+    ("SELECT id FROM orders WHERE id OPERATOR(pg_catalog.=) 1", SELECT),
     ("INSERT INTO orders (id, cid) VALUES (1, 1)", INSERT),
     ("INSERT INTO orders (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET note = excluded.note", INSERT),
     ("INSERT INTO archive SELECT * FROM orders RETURNING id", INSERT),
@@ -152,6 +153,10 @@ REFUSALS: list[tuple[str, str]] = [
     ("RELEASE SAVEPOINT a", "savepoints are not supported"),
     ("BEGIN READ ONLY; SELECT 1", "could not be parsed"),
     ("ROLLBACK TO SAVEPOINT a", "savepoints are not supported"),
+    # sqlglot reads PostgreSQL's absolute-value operator as a parameter, hiding the column
+    ("SELECT @ssn FROM customers", "bind parameters and placeholders"),
+    ("SELECT id FROM orders WHERE id = $1", "bind parameters and placeholders"),
+    ("SELECT id FROM orders WHERE id = ?", "bind parameters and placeholders"),
     ("START TRANSACTION", "BEGIN/COMMIT/ROLLBACK"),
     ("ABORT", "BEGIN/COMMIT/ROLLBACK"),
     ("CREATE ROLE admin SUPERUSER", "`CREATE ROLE` is not a statement Bastion understands"),
@@ -177,6 +182,7 @@ REFUSALS: list[tuple[str, str]] = [
     ("SELECT 1 FROM orders WHERE id = ANY (SELECT app.ids())", "app.ids is not a PostgreSQL built-in"),
     ("SELECT app.lower(note) FROM orders", "app.lower is not a PostgreSQL built-in"),
     ('SELECT "LOWER"(note) FROM orders', "function LOWER is not a PostgreSQL built-in"),
+    ("SELECT total OPERATOR(app.===) 1 FROM orders", "OPERATOR(app.===) is not a PostgreSQL built-in"),
     ('SELECT U&"bad\\zzzz"(1)', "invalid Unicode escape"),
 ]
 
@@ -339,6 +345,8 @@ SQLITE: list[tuple[str, StatementKind | str]] = [
     ("VACUUM INTO '/tmp/copy.db'", "maintenance command"),
     ("REPLACE INTO customers VALUES (1, 'a', 'b')", "not a statement Bastion understands"),
     ("SELECT * FROM customers; DELETE FROM customers", "found 2"),
+    ("SELECT * FROM customers WHERE id = :id", "bind parameters and placeholders"),
+    ("SELECT * FROM customers WHERE id = @id", "bind parameters and placeholders"),
 ]
 
 

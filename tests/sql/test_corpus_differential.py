@@ -9,6 +9,8 @@ any other reason is no evidence of a write; one that cannot run in a transaction
 (25001: VACUUM, CREATE DATABASE, ...) is no evidence either way, but the analyzer must not call it
 a read. Then the statement runs for real, in autocommit; its errors are ignored, as psql ignores
 them, and a transaction it leaves open is rolled back so that the next probe starts clean.
+A statement the analyzer calls a read is also probed as the pipeline runs it, its tree rendered
+back to SQL: that must not write either (reads that break when rendered back are counted).
 
 By default (`make test`) a fixed sample of files runs; `BASTION_CORPUS=all` replays every file
 (`make test-corpus`). A handful of statements that act on the whole cluster (ALTER SYSTEM,
