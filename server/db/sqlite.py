@@ -450,7 +450,8 @@ def _introspect(conn: sqlite3.Connection) -> dict[tuple[str, str], TableInfo]:
                 ColumnInfo(
                     name=col[0],
                     data_type=col[1] or "",
-                    nullable=not col[2],
+                    # an INTEGER PRIMARY KEY is the rowid: never NULL, though SQLite reports notnull=0
+                    nullable=not col[2] and not (pk == (col[0],) and (col[1] or "").upper() == "INTEGER"),
                     primary_key=col[0] in pk,
                     default=col[3],
                 )

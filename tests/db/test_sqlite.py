@@ -120,7 +120,7 @@ async def test_catalog_lists_tables_and_views_with_declared_types(db: SqliteData
     customers = catalog.tables[("main", "customers")]
     assert customers.kind == "table"
     assert [(c.name, c.data_type, c.nullable) for c in customers.columns] == [
-        ("id", "INTEGER", True),
+        ("id", "INTEGER", False),  # the rowid alias is never NULL
         ("email", "TEXT", False),
         ("name", "VARCHAR(80)", True),
         ("score", "REAL", True),
