@@ -8,12 +8,14 @@ connection) all share one set of pools.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -29,8 +31,12 @@ from server.audit.recorder import AuditRecorder
 from server.config import BastionConfig
 from server.db import open_database
 from server.errors import AuditUnavailable
+from server.identity.http_auth import auth_kwargs
 from server.identity.resolve import resolve_agent
-from server.runtime import Runtime
+from server.policy.engine import NoPolicyEngine, PolicyEngine
+from server.policy.errors import PolicyError
+from server.policy.reload import PolicyWatcher, load_or_refuse
+from server.runtime import Runtime, policy_directory
 from server.store import open_state_store
 from tools import describe as describe_tool
 from tools import explain as explain_tool
@@ -57,6 +63,10 @@ class RuntimeHolder:
 
     async def _open(self) -> Runtime:
         stack = contextlib.AsyncExitStack()
+        directory = policy_directory(self.config)
+        engine = load_or_refuse(directory)
+        if isinstance(engine, NoPolicyEngine):
+            log.error("%s: every call will be refused until the policies in %s validate", engine.reason, directory)
         try:
             store = await open_state_store(self.config.state.dsn, base_dir=self.config.base_dir)
             stack.push_async_callback(store.close)
@@ -69,8 +79,50 @@ class RuntimeHolder:
         except BaseException:
             await stack.aclose()
             raise
+        runtime = Runtime(
+            config=self.config,
+            databases=databases,
+            recorder=AuditRecorder(store),
+            transport=self.transport,
+            policy=engine,
+        )
+        watcher = self._watch_policies(runtime, directory)
+        stack.callback(watcher.stop)
         self._stack = stack
-        return Runtime(config=self.config, databases=databases, recorder=AuditRecorder(store), transport=self.transport)
+        return runtime
+
+    def _watch_policies(self, runtime: Runtime, directory: Path) -> PolicyWatcher:
+        """Hot reload: a valid edit is swapped in; an invalid one is refused, logged and audited."""
+        loop = asyncio.get_running_loop()
+
+        def swap(engine: PolicyEngine) -> None:
+            runtime.policy = engine
+            log.warning("policies reloaded from %s (version %s)", directory, engine.version)
+
+        def refused(error: PolicyError) -> None:
+            log.error("policy change refused, the running policies stay: %s", error.message)
+            event = AuditEvent(
+                id=str(uuid.uuid4()),
+                time=datetime.now(UTC),
+                tool="(policy reload)",
+                decision="error",
+                transport=runtime.transport,
+                policy_version=getattr(runtime.policy, "version", None),
+                reasons=tuple(error.lines())[:20],
+                error=f"policy_rejected: {error.message}"[:2000],
+            )
+            loop.call_soon_threadsafe(lambda: loop.create_task(self._record_quietly(runtime, event)))
+
+        watcher = PolicyWatcher(directory, lambda: runtime.policy, swap, refused)
+        watcher.start()
+        return watcher
+
+    @staticmethod
+    async def _record_quietly(runtime: Runtime, event: AuditEvent) -> None:
+        try:
+            await runtime.recorder.record(event)
+        except AuditUnavailable:
+            log.error("could not audit a refused policy change")
 
     @contextlib.asynccontextmanager
     async def use(self) -> AsyncIterator[Runtime]:
@@ -163,6 +215,7 @@ def build_server(config: BastionConfig, *, transport: str = "stdio") -> MCPServe
         lifespan=lifespan,
         middleware=[AuditUnhandledCalls(holder)],
         log_level="WARNING",
+        **auth_kwargs(config, transport, runtime=lambda: holder.runtime),
     )
     read_only = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
     mcp.add_tool(

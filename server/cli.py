@@ -62,6 +62,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return asyncio.run(audit_cli.run(config, args))
 
 
+#: modules that add their own subcommands: each has `register(commands)`, whose handlers take the
+#: parsed arguments and may call `resolve_config(args.config)`
+_COMMAND_MODULES: tuple[str, ...] = ("server.policy_cli",)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bastion", description="Governed database access for AI agents, over MCP.")
     parser.add_argument("--version", action="version", version=f"bastion {__version__}")
@@ -90,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--until", help="ISO date or time (UTC when no zone is given)")
     audit_commands.add_parser("verify", help="recompute the hash chain and report the first broken link")
     audit.set_defaults(handler=_cmd_audit)
+
+    import importlib
+
+    for module_name in _COMMAND_MODULES:
+        importlib.import_module(module_name).register(commands)
     return parser
 
 

@@ -14,18 +14,22 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from server.audit.build import event_for
 from server.db.base import ExecutionLimits, QueryResult
-from server.errors import BastionError, PolicyDenied, QueryFailed
+from server.errors import ApprovalRequired, BastionError, PolicyDenied, QueryFailed
 from server.identity.agent import Agent, TransportInfo
 from server.identity.resolve import resolve_agent
 from server.policy.decision import Decision, Verdict
-from server.policy.interim import decide_read_only
+from server.policy.engine import AuthorizationRequest, PolicyContext
+from server.policy.requests import statement_actions
 from server.policy.resources import ResolvedTable, resolve_tables
+from server.policy.testing import estimate_unmasked
 from server.runtime import Runtime, UnknownObject
 from server.sql.analyzer import analyze as analyze_sql
+from server.sql.row_filters import apply_row_filters
 from server.sql.statement import Statement, TableRef
 
 log = logging.getLogger(__name__)
@@ -74,13 +78,39 @@ async def analyze(runtime: Runtime, state: CallState) -> CallState:
     return replace(state, statement=analyze_sql(state.call.sql or "", database.dialect))
 
 
-async def authorize(runtime: Runtime, state: CallState) -> CallState:
+def _policy_context(state: CallState, runtime: Runtime, unmasked: tuple[tuple[str, str], ...]) -> PolicyContext:
     assert state.statement is not None and state.database is not None
+    return PolicyContext(
+        purpose=state.call.purpose or "",
+        tool=state.call.tool,
+        transport=state.call.transport.transport,
+        row_limit=runtime.limits(state.database, max_rows=state.call.max_rows).max_rows,
+        statement_kind=state.statement.kind.value,
+        pii_entities=tuple(sorted({entity for _, entity in unmasked if entity})),
+        hour_utc=datetime.now(UTC).hour,
+        approved=False,
+    )
+
+
+async def authorize(runtime: Runtime, state: CallState) -> CallState:
+    """Resolve the tables, then ask the policies: one request per (action, table), one
+    read_unmasked per PII column that reaches the output."""
+    assert state.statement is not None and state.database is not None and state.agent is not None
     catalog = await runtime.database(state.database).catalog()
     settings = runtime.database_config(state.database)
     tables = resolve_tables(state.statement, catalog, allowed_system_relations=settings.allowed_system_relations)
-    decision = decide_read_only(state.statement, tables)
-    return replace(state, tables=tables, decision=decision)
+    pii = runtime.pii_columns(state.database)
+    engine = runtime.policy
+    engine.bind(state.database, catalog, pii)
+    unmasked = estimate_unmasked(state.statement, tables, pii)
+    request = AuthorizationRequest(
+        agent=state.agent,
+        database=state.database,
+        actions=statement_actions(state.statement, tables),
+        unmasked=unmasked,
+        context=_policy_context(state, runtime, unmasked),
+    )
+    return replace(state, tables=tables, decision=engine.authorize(request))
 
 
 async def enforce(runtime: Runtime, state: CallState) -> CallState:
@@ -88,11 +118,25 @@ async def enforce(runtime: Runtime, state: CallState) -> CallState:
     decision = state.decision
     if decision is None:
         raise PolicyDenied("no decision was made, so nothing runs.")
+    reason = " ".join(decision.reasons) or "policy refuses this call."
+    if decision.verdict is Verdict.APPROVAL_REQUIRED:
+        raise ApprovalRequired(
+            reason,
+            hint="Call request_approval with this exact statement and a justification, then call query again "
+            "with the approval_id once a human approved it.",
+            policy_ids=decision.policy_ids,
+        )
     if decision.verdict is not Verdict.ALLOW:
-        reason = " ".join(decision.reasons) or "policy refuses this call."
         raise PolicyDenied(
             reason,
-            hint="Only reads of the tables describe lists are allowed.",
+            hint="Call describe to see what you may do with each table, or explain to check a statement.",
+            policy_ids=decision.policy_ids,
+        )
+    if decision.masks:
+        # Masking lands with the PII stage; until it does, a result that would need it never leaves.
+        raise PolicyDenied(
+            "this result would contain PII that must be masked for you, and masking is not available.",
+            hint="Leave the PII columns out of the select list.",
             policy_ids=decision.policy_ids,
         )
     return state
@@ -105,25 +149,39 @@ def regenerated_sql(sql: str, dialect: str) -> str:
 
 
 async def rewrite(runtime: Runtime, state: CallState) -> CallState:
-    """What runs is what was analyzed: the SQL regenerated from the AST, never the raw text, so a
-    parser difference between sqlglot and the database cannot smuggle in what analysis missed."""
+    """Apply the decision's row filters and row limit. What runs is what was analyzed: the SQL
+    regenerated from the (rewritten) tree, never text the analyzer did not see."""
     assert state.statement is not None and state.decision is not None and state.database is not None
     requested = state.call.max_rows
     if state.decision.max_rows is not None:
         requested = min(requested or state.decision.max_rows, state.decision.max_rows)
-    sql = regenerated_sql(state.statement.sql, state.statement.dialect)
+    statement = state.statement
+    if state.decision.row_filters:
+        catalog = await runtime.database(state.database).catalog()
+        tree = apply_row_filters(
+            statement.ast, state.decision.row_filters, dialect=statement.dialect, catalog=catalog
+        )
+        sql = tree.sql(dialect=statement.dialect)
+    else:
+        sql = regenerated_sql(statement.sql, statement.dialect)
     return replace(state, sql_to_run=sql, limits=runtime.limits(state.database, max_rows=requested))
 
 
 async def execute(runtime: Runtime, state: CallState) -> CallState:
+    """Reads in a read-only transaction; writes (which policy allowed) in a read-write one."""
     assert state.sql_to_run is not None and state.limits is not None and state.database is not None
-    result = await runtime.database(state.database).fetch_read(state.sql_to_run, state.limits)
+    assert state.statement is not None
+    database = runtime.database(state.database)
+    if state.statement.is_read:
+        result = await database.fetch_read(state.sql_to_run, state.limits)
+    else:
+        result = await database.execute_write(state.sql_to_run, state.limits)
     return replace(state, result=result)
 
 
 async def plan(runtime: Runtime, state: CallState) -> CallState:
-    """The database's plan, only for a statement policy would allow."""
-    if state.decision is None or not state.decision.allowed:
+    """The database's plan, only for a read policy would allow (a plan reveals nothing a read would not)."""
+    if state.decision is None or not state.decision.allowed or state.statement is None or not state.statement.is_read:
         return state
     assert state.sql_to_run is not None and state.limits is not None and state.database is not None
     lines = await runtime.database(state.database).explain(state.sql_to_run, state.limits)

@@ -11,6 +11,7 @@ import uvicorn
 
 from server.app import build_server
 from server.config import BastionConfig
+from server.identity.http_auth import guard_http_app, with_resource_url
 
 
 def serve(config: BastionConfig, *, transport: str, host: str = "127.0.0.1", port: int = 8000) -> None:
@@ -18,6 +19,8 @@ def serve(config: BastionConfig, *, transport: str, host: str = "127.0.0.1", por
 
 
 async def _serve(config: BastionConfig, transport: str, host: str, port: int) -> None:
+    if transport != "stdio":
+        config = with_resource_url(config, host=host, port=port)
     mcp = build_server(config, transport=transport)
     async with mcp.holder.use():  # type: ignore[attr-defined]
         if transport == "stdio":
@@ -27,5 +30,6 @@ async def _serve(config: BastionConfig, transport: str, host: str, port: int) ->
             app = mcp.streamable_http_app(streamable_http_path="/mcp", host=host)
         else:
             app = mcp.sse_app(host=host)
+        app = guard_http_app(app, mcp.holder)  # type: ignore[attr-defined]
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
         await server.serve()

@@ -58,12 +58,12 @@ async def test_audit_export_and_tail_show_the_calls(scratch_db: ScratchDatabase,
     exported = bastion("audit", "--config", "bastion.yaml", "export", "--format", "jsonl", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     records = [json.loads(line) for line in exported.stdout.splitlines()]
-    assert [r["decision"] for r in records] == ["allow", "deny"]
+    assert [r["decision"] for r in records] == ["allow", "approval_required"]
     assert all(r["agent_id"] == "cli-agent" and r["purpose"] == "export test" for r in records)
     future = bastion("audit", "--config", "bastion.yaml", "export", "--since", "2999-01-01", cwd=tmp_path)
     assert future.returncode == 0 and future.stdout == ""
     tail = bastion("audit", "--config", "bastion.yaml", "tail", cwd=tmp_path)
-    assert tail.returncode == 0 and "cli-agent" in tail.stdout and "deny" in tail.stdout
+    assert tail.returncode == 0 and "cli-agent" in tail.stdout and "approval_required" in tail.stdout
     verify = bastion("audit", "--config", "bastion.yaml", "verify", cwd=tmp_path)
     assert verify.returncode == 0 and "2 events" in verify.stdout
 

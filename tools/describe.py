@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context
@@ -10,39 +11,69 @@ from pydantic import Field
 
 from server.db.base import Catalog, TableInfo
 from server.errors import BastionError
-from server.pipeline import DESCRIBE, ToolCall, run
+from server.pipeline import DESCRIBE, CallState, ToolCall, run
+from server.policy.decision import Verdict
+from server.policy.describe import table_permissions
+from server.policy.engine import AuthorizationRequest, PolicyContext
+from server.runtime import Runtime
 from tools.boundary import call_was_audited, runtime_of, structured, tool_error, transport_info
 
-DESCRIPTION = """Learn the schema of a governed database.
+DESCRIPTION = """Learn the schema of a governed database and what you may do with it.
 
-Without `table`: every schema with its tables and views (and the configured databases).
-With `table` (`name` or `schema.name`): its columns with type, nullability, keys, comments, whether
-the column holds personal data, and what you may do with it (read, masked, denied)."""
+Without `table`: every schema with its tables and views, and whether you may read each.
+With `table` (`name` or `schema.name`): its columns with type, nullability, keys, comments, the
+personal data each holds (pii_entity), and your access per column (read, masked with an operator, or
+denied) and per action (select, insert, update, delete: allow, deny or approval_required, and why)."""
 
-# Until policies decide per agent, every user table may be read and no column is classified.
-_INTERIM_ACCESS = "read"
-
-
-def _table_summary(info: TableInfo) -> dict[str, Any]:
-    return {"name": info.name, "kind": info.kind, "comment": info.comment, "access": _INTERIM_ACCESS}
+_ACCESS = {Verdict.ALLOW: "read", Verdict.APPROVAL_REQUIRED: "approval_required", Verdict.DENY: "denied"}
 
 
-def _overview(database: str, catalog: Catalog, databases: list[str]) -> dict[str, Any]:
+def _context(state: CallState) -> PolicyContext:
+    return PolicyContext(
+        purpose=state.call.purpose or "",
+        tool="describe",
+        transport=state.call.transport.transport,
+        row_limit=0,
+        statement_kind="select",
+        pii_entities=(),
+        hour_utc=datetime.now(UTC).hour,
+    )
+
+
+def _overview(runtime: Runtime, state: CallState, catalog: Catalog) -> dict[str, Any]:
+    assert state.database is not None and state.agent is not None
+    engine = runtime.policy
+    engine.bind(state.database, catalog, runtime.pii_columns(state.database))
+    context = _context(state)
     schemas: dict[str, list[dict[str, Any]]] = {}
     for (schema, _name), info in sorted(catalog.tables.items()):
-        schemas.setdefault(schema, []).append(_table_summary(info))
+        request = AuthorizationRequest(state.agent, state.database, (("select", info.qualified),), (), context)
+        decision = engine.authorize(request)
+        schemas.setdefault(schema, []).append(
+            {"name": info.name, "kind": info.kind, "comment": info.comment, "access": _ACCESS[decision.verdict]}
+        )
     return {
-        "database": database,
-        "databases": databases,
+        "database": state.database,
+        "databases": list(runtime.databases),
         "dialect": catalog.dialect,
         "search_path": list(catalog.search_path),
+        "policy_version": engine.version,
         "schemas": [{"name": name, "tables": tables} for name, tables in schemas.items()],
     }
 
 
-def _table_detail(database: str, info: TableInfo) -> dict[str, Any]:
+def _table_detail(runtime: Runtime, state: CallState, info: TableInfo, catalog: Catalog) -> dict[str, Any]:
+    assert state.database is not None and state.agent is not None
+    pii = runtime.pii_columns(state.database)
+    runtime.policy.bind(state.database, catalog, pii)
+    entities = {column.name: pii.get(f"{info.qualified}.{column.name}", "") for column in info.columns}
+    permissions = table_permissions(
+        runtime.policy, state.agent, state.database, info.qualified, entities, _context(state)
+    )
+    access = {item.column: item for item in permissions.columns}
     return {
-        "database": database,
+        "database": state.database,
+        "policy_version": runtime.policy.version,
         "table": {
             "schema": info.schema,
             "name": info.name,
@@ -57,7 +88,14 @@ def _table_detail(database: str, info: TableInfo) -> dict[str, Any]:
                 }
                 for fk in info.foreign_keys
             ],
-            "access": _INTERIM_ACCESS,
+            "actions": {
+                action: {
+                    "verdict": permission.verdict.value,
+                    "reasons": list(permission.reasons),
+                    "policy_ids": list(permission.policy_ids),
+                }
+                for action, permission in permissions.actions.items()
+            },
             "columns": [
                 {
                     "name": column.name,
@@ -66,8 +104,9 @@ def _table_detail(database: str, info: TableInfo) -> dict[str, Any]:
                     "primary_key": column.primary_key,
                     "default": column.default,
                     "comment": column.comment,
-                    "pii_entity": None,
-                    "access": _INTERIM_ACCESS,
+                    "pii_entity": entities[column.name] or None,
+                    "access": access[column.name].access if column.name in access else "read",
+                    "mask": access[column.name].operator if column.name in access else None,
                 }
                 for column in info.columns
             ],
@@ -91,11 +130,11 @@ async def describe(
     try:
         state = await run(runtime, call, DESCRIBE)
         assert state.database is not None
+        catalog = await runtime.database(state.database).catalog()
         if state.tables and state.tables[0].info is not None:
-            payload = _table_detail(state.database, state.tables[0].info)
+            payload = _table_detail(runtime, state, state.tables[0].info, catalog)
         else:
-            catalog = await runtime.database(state.database).catalog()
-            payload = _overview(state.database, catalog, list(runtime.databases))
+            payload = _overview(runtime, state, catalog)
     except BastionError as error:
         return tool_error(error)
     text, content = structured(payload)

@@ -118,3 +118,8 @@ class Database(Protocol):
     async def explain(self, sql: str, limits: ExecutionLimits) -> list[str]:
         """The database's plan for a statement, without running it (no ANALYZE), in a read-only
         transaction."""
+
+    async def execute_write(self, sql: str, limits: ExecutionLimits) -> QueryResult:
+        """Run one write statement that policy allowed, in a read-write transaction with the same
+        timeout; `affected_rows` from the database, RETURNING rows capped like reads. A database
+        configured `read_only: true` refuses it."""

@@ -68,7 +68,9 @@ def parse_predicate(predicate: str, dialect: str) -> exp.Expression:
     try:
         node = sqlglot.parse_one(predicate, read=dialect, into=exp.Condition)
     except (SqlglotError, RecursionError, ValueError):
-        raise RowFilterError(f"the row filter {predicate!r} is not one SQL condition in the {dialect} dialect") from None
+        raise RowFilterError(
+            f"the row filter {predicate!r} is not one SQL condition in the {dialect} dialect"
+        ) from None
     inner = node
     while isinstance(inner, exp.Paren):
         inner = inner.this
@@ -108,14 +110,18 @@ def check_predicate(predicate: str, *, dialect: str, table: TableInfo) -> exp.Ex
                 f"{table.qualified} may appear, unqualified"
             )
         if _column_key(fold(column.this), dialect) not in known:
-            raise RowFilterError(f"the row filter {predicate!r} names column {column.name}, which {table.qualified} lacks")
+            raise RowFilterError(
+                f"the row filter {predicate!r} names column {column.name}, which {table.qualified} lacks"
+            )
     bare = node
     while isinstance(bare, exp.Paren):
         bare = bare.this
     if isinstance(bare, exp.Column):
         info = next(c for c in table.columns if _column_key(c.name, dialect) == _column_key(fold(bare.this), dialect))
         if info.data_type.lower() not in ("boolean", "bool"):
-            raise RowFilterError(f"the row filter {predicate!r} is column {info.name} of type {info.data_type}, not a condition")
+            raise RowFilterError(
+                f"the row filter {predicate!r} is column {info.name} of type {info.data_type}, not a condition"
+            )
     return node
 
 
@@ -170,7 +176,7 @@ def _filtered_references(
                 elif not target:
                     raise SQLRejected(
                         f"table {info.qualified} has a row filter, and appears where Bastion cannot apply it",
-                        hint="Read it in a FROM or JOIN clause.",
+                        hint="Name it in a FROM or JOIN clause, without parentheses around joins.",
                     )
             for key, value in node.args.items():
                 if key not in ("this", "db", "catalog", "alias"):
@@ -190,9 +196,7 @@ def _filtered_references(
     return found
 
 
-def _resolve(
-    node: exp.Table, ctes: frozenset[str], target: bool, fold: _Fold, catalog: Catalog
-) -> TableInfo | None:
+def _resolve(node: exp.Table, ctes: frozenset[str], target: bool, fold: _Fold, catalog: Catalog) -> TableInfo | None:
     name = fold(node.this)
     db = node.args.get("db")
     schema = fold(db) if db else None
@@ -202,6 +206,8 @@ def _resolve(
 
 
 def _read_position(node: exp.Table) -> bool:
+    if any(node.args.get(key) for key in ("joins", "laterals", "pivots")):
+        return False  # `(a JOIN b)` hangs the join on the table: wrapping it would move the join
     parent, key = node.parent, node.arg_key
     if isinstance(parent, (exp.From, exp.Join)) and key == "this":
         return True
@@ -209,10 +215,11 @@ def _read_position(node: exp.Table) -> bool:
 
 
 def _children(value: object) -> list[exp.Expression]:
-    if isinstance(value, exp.Expression):
-        return [value]
+    # `Expr` as in the analyzer's walk: the base of every node, mixins included
+    if isinstance(value, exp.Expr):
+        return [value]  # type: ignore[list-item]
     if isinstance(value, list):
-        return [item for item in value if isinstance(item, exp.Expression)]
+        return [item for item in value if isinstance(item, exp.Expr)]
     return []
 
 

@@ -83,6 +83,12 @@ class Facts:
     nested_statements: list[str] = field(default_factory=list)
     #: bind parameters and placeholders (`$1`, `?`, `:name`, `@name`)
     placeholders: list[str] = field(default_factory=list)
+    #: every name (lower-cased) a call in the tree is known by: as written, as reported, and the
+    #: names sqlglot maps to the same node type; the cross-check (`crosscheck.py`) looks up the
+    #: calls PostgreSQL's parser sees here
+    call_names: set[str] = field(default_factory=set)
+    #: constructs neither PostgreSQL nor SQLite has, which sqlglot built anyway (a lambda)
+    unsupported: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,8 @@ def inspect(root: exp.Expression, sql: str, fold: Fold, builtins: frozenset[str]
             schema, dot, _ = operator.rpartition(".")
             if dot and fold(schema) != "pg_catalog":
                 facts.user_functions.setdefault(f"OPERATOR({operator})", None)
+        elif isinstance(node, exp.Lambda):
+            facts.unsupported.append("a lambda expression")
         elif isinstance(node, exp.Parameter | exp.Placeholder):
             facts.placeholders.append(type(node).__name__.lower())
         elif isinstance(node, exp.Lock):
@@ -244,6 +252,8 @@ def _function(node: exp.Func, sql: str, fold: Fold, builtins: frozenset[str] | N
     call = _call(node, sql, fold)
     if call.reported:
         facts.functions[call.reported] = None
+        facts.call_names.add(call.reported)
+    facts.call_names.update(alias.lower() for alias in call.aliases)
     for alias in call.aliases:
         reason = denied_reason(alias)
         if reason is not None:

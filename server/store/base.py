@@ -23,6 +23,7 @@ from typing import Any
 from server.audit.chain import ChainHead, canonical_json, event_from_record, hashed_json
 from server.audit.event import AuditEvent, StoredEvent
 from server.errors import BastionError
+from server.pii.model import ColumnClassification
 
 DEFAULT_BATCH_SIZE = 1000
 
@@ -85,6 +86,29 @@ def decode_event(sequence: int, prev_hash: str, hash_: str, record_text: str) ->
     return StoredEvent(sequence=sequence, prev_hash=prev_hash, hash=hash_, event=event)
 
 
+CLASSIFICATION_COLUMNS = (
+    "database, schema_name, table_name, column_name, entity, confidence, evidence, source, fingerprint"
+)
+
+
+def classification_row(c: ColumnClassification) -> tuple[Any, ...]:
+    return (c.database, c.schema, c.table, c.column, c.entity, float(c.confidence), c.evidence, c.source, c.fingerprint)
+
+
+def classification_from_row(row: Any) -> ColumnClassification:
+    return ColumnClassification(
+        database=row[0],
+        schema=row[1],
+        table=row[2],
+        column=row[3],
+        entity=row[4],
+        confidence=float(row[5]),
+        evidence=row[6],
+        source=row[7],
+        fingerprint=row[8],
+    )
+
+
 class StateStore(ABC):
     """One state store; every method is safe to call concurrently from one event loop."""
 
@@ -99,6 +123,15 @@ class StateStore(ABC):
     @abstractmethod
     async def audit_chain_head(self) -> ChainHead:
         """The last link written (sequence 0 and the genesis hash when the trail is empty)."""
+
+    @abstractmethod
+    async def save_classifications(self, classifications: list[ColumnClassification]) -> None:
+        """Insert or replace each column's classification (keyed by database, schema, table and
+        column) in one transaction."""
+
+    @abstractmethod
+    async def load_classifications(self, database: str) -> dict[tuple[str, str, str], ColumnClassification]:
+        """The stored classifications of one configured database, by (schema, table, column)."""
 
     @abstractmethod
     async def close(self) -> None:

@@ -92,6 +92,40 @@ MIGRATIONS: tuple[Migration, ...] = (
             f"INSERT INTO audit_chain_head (id, sequence, hash) VALUES (1, 0, {_GENESIS})",
         ),
     ),
+    Migration(
+        version=2,
+        description="catalog classifications: each column's PII entity, confidence and evidence",
+        postgres=(
+            # one row per column of a configured database; fingerprint identifies the column's
+            # definition when it was classified (a changed column is classified again)
+            """CREATE TABLE catalog_classifications (
+                database text NOT NULL,
+                schema_name text NOT NULL,
+                table_name text NOT NULL,
+                column_name text NOT NULL,
+                entity text,
+                confidence double precision NOT NULL,
+                evidence text NOT NULL,
+                source text NOT NULL,
+                fingerprint text NOT NULL,
+                classified_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (database, schema_name, table_name, column_name))""",
+        ),
+        sqlite=(
+            """CREATE TABLE catalog_classifications (
+                database TEXT NOT NULL,
+                schema_name TEXT NOT NULL,
+                table_name TEXT NOT NULL,
+                column_name TEXT NOT NULL,
+                entity TEXT,
+                confidence REAL NOT NULL,
+                evidence TEXT NOT NULL,
+                source TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                classified_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+                PRIMARY KEY (database, schema_name, table_name, column_name))""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -31,7 +31,18 @@ import asyncpg
 from server.audit.chain import ChainHead
 from server.audit.event import AuditEvent, StoredEvent
 from server.config import redact_dsn
-from server.store.base import StateStore, StoreError, as_utc, column_text, decode_event, prepare_event
+from server.pii.model import ColumnClassification
+from server.store.base import (
+    CLASSIFICATION_COLUMNS,
+    StateStore,
+    StoreError,
+    as_utc,
+    classification_from_row,
+    classification_row,
+    column_text,
+    decode_event,
+    prepare_event,
+)
 from server.store.migrations import LATEST_VERSION, SCHEMA_VERSION_TABLE, pending_migrations
 
 # any constant works: advisory lock keys are per database; this one spells "bastion" in ASCII
@@ -70,6 +81,14 @@ WITH head AS (
 UPDATE audit_chain_head SET sequence = inserted.sequence, hash = inserted.hash
 FROM inserted WHERE audit_chain_head.id = 1
 RETURNING inserted.sequence, inserted.prev_hash, inserted.hash
+"""
+
+
+_UPSERT_CLASSIFICATION = f"""
+INSERT INTO catalog_classifications ({CLASSIFICATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (database, schema_name, table_name, column_name) DO UPDATE SET
+    entity = excluded.entity, confidence = excluded.confidence, evidence = excluded.evidence,
+    source = excluded.source, fingerprint = excluded.fingerprint, classified_at = now()
 """
 
 
@@ -176,6 +195,28 @@ class PostgresStore(StateStore):
         except Exception as error:
             raise StoreError(f"the audit trail could not be read: {_describe(error)}") from error
         return [decode_event(row[0], row[1], row[2], row[3]) for row in rows]
+
+    async def save_classifications(self, classifications: list[ColumnClassification]) -> None:
+        if not classifications:
+            return
+        self._check_open()
+        rows = [classification_row(c) for c in classifications]
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.executemany(_UPSERT_CLASSIFICATION, rows)
+        except Exception as error:
+            raise StoreError(f"the catalog classifications could not be written: {_describe(error)}") from error
+
+    async def load_classifications(self, database: str) -> dict[tuple[str, str, str], ColumnClassification]:
+        self._check_open()
+        try:
+            rows = await self._pool.fetch(
+                f"SELECT {CLASSIFICATION_COLUMNS} FROM catalog_classifications WHERE database = $1", database
+            )
+        except Exception as error:
+            raise StoreError(f"the catalog classifications could not be read: {_describe(error)}") from error
+        loaded = (classification_from_row(row) for row in rows)
+        return {c.key: c for c in loaded}
 
     async def close(self) -> None:
         if self._closed:

@@ -29,11 +29,15 @@ from typing import TypeVar
 
 from server.audit.chain import ChainHead, link_hash
 from server.audit.event import AuditEvent, StoredEvent
+from server.pii.model import ColumnClassification
 from server.store.base import (
+    CLASSIFICATION_COLUMNS,
     PreparedEvent,
     StateStore,
     StoreError,
     as_utc,
+    classification_from_row,
+    classification_row,
     column_text,
     decode_event,
     prepare_event,
@@ -212,6 +216,27 @@ class SQLiteStore(StateStore):
         except sqlite3.Error as error:
             raise StoreError(f"the audit trail could not be read: {_describe(error)}") from error
 
+    async def save_classifications(self, classifications: list[ColumnClassification]) -> None:
+        if not classifications:
+            return
+        rows = [classification_row(c) for c in classifications]
+        async with self._write_lock:
+            self._check_open()
+            try:
+                await self._writer.run(lambda conn: _upsert_classifications(conn, rows))
+            except sqlite3.Error as error:
+                raise StoreError(f"the catalog classifications could not be written: {_describe(error)}") from error
+
+    async def load_classifications(self, database: str) -> dict[tuple[str, str, str], ColumnClassification]:
+        self._check_open()
+        sql = f"SELECT {CLASSIFICATION_COLUMNS} FROM catalog_classifications WHERE database = ?"
+        try:
+            rows = await self._reader.run(lambda conn: conn.execute(sql, (database,)).fetchall())
+        except sqlite3.Error as error:
+            raise StoreError(f"the catalog classifications could not be read: {_describe(error)}") from error
+        loaded = (classification_from_row(row) for row in rows)
+        return {c.key: c for c in loaded}
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -264,6 +289,28 @@ def _append(conn: sqlite3.Connection, prepared: PreparedEvent) -> StoredEvent:
                 conn.execute("ROLLBACK")
         raise
     return StoredEvent(sequence=sequence, prev_hash=prev_hash, hash=hash_, event=event)
+
+
+_UPSERT_CLASSIFICATION = (
+    f"INSERT INTO catalog_classifications ({CLASSIFICATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (database, schema_name, table_name, column_name) DO UPDATE SET entity = excluded.entity,"
+    " confidence = excluded.confidence, evidence = excluded.evidence, source = excluded.source,"
+    " fingerprint = excluded.fingerprint,"
+    " classified_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+)
+
+
+def _upsert_classifications(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
+    """Runs on the writer thread: all rows in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(_UPSERT_CLASSIFICATION, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:

@@ -55,6 +55,7 @@ async def test_explain_an_allowed_read_shows_the_decision_and_the_plan(client: C
 async def test_explain_a_write_shows_the_refusal_without_running_it(client: Client) -> None:
     result = await client.call_tool("explain", {"sql": "DELETE FROM orders"})
     data = result.structured_content
-    assert data["decision"]["verdict"] == "deny" and data["plan"] == []
+    assert data["decision"]["verdict"] == "approval_required" and data["plan"] == []
+    assert data["decision"]["policy_ids"] == ["default-write-needs-approval"]
     count = await client.call_tool("query", {"sql": "SELECT count(*) FROM orders", "purpose": "check"})
     assert count.structured_content["rows"] == [[200]]

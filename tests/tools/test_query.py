@@ -53,17 +53,20 @@ async def test_schema_qualified_tables_and_views_can_be_read(client: Client) -> 
     assert not result.is_error, text(result)
 
 
-async def test_drop_table_is_refused_with_the_reason(client: Client) -> None:
+async def test_drop_table_is_refused_with_the_policy_reason(client: Client) -> None:
     result = await query(client, "DROP TABLE customers")
     assert result.is_error
-    assert "not permitted" in text(result)
+    assert text(result).startswith("Refused: schema changes and administrative statements are not allowed")
     still_there = await query(client, "SELECT count(*) FROM customers")
     assert still_there.structured_content["rows"] == [[40]]
 
 
-async def test_update_is_refused_because_writes_are_not_permitted(client: Client) -> None:
+async def test_update_without_approval_is_refused_with_a_hint(client: Client) -> None:
     result = await query(client, "UPDATE customers SET email = 'x' WHERE id = 1")
-    assert result.is_error and "writes are not permitted" in text(result)
+    assert result.is_error and text(result).startswith("Needs approval:")
+    assert "request_approval" in text(result)
+    unchanged = await query(client, "SELECT email FROM customers WHERE id = 1")
+    assert unchanged.structured_content["rows"] == [["customer1@example.com"]]
 
 
 async def test_stacked_statements_are_refused(client: Client) -> None:
