@@ -8,7 +8,9 @@ COPY pyproject.toml README.md ./
 COPY server ./server
 COPY tools ./tools
 COPY evals ./evals
-RUN pip install . && useradd --system --home /var/lib/bastion --create-home bastion
+COPY policies ./policies
+# editable, so the shipped policies/ (Cedar files, schema, tests) stay beside the code that reads them
+RUN pip install -e . && useradd --system --home /var/lib/bastion --create-home bastion
 USER bastion
 WORKDIR /var/lib/bastion
 EXPOSE 8000

@@ -328,6 +328,8 @@ def _outcome(call: Call, decision: str, failures: list[str], started: float) -> 
 async def run_call(
     call: Call, sessions: Sessions, reference_conn: asyncpg.Connection | None, timeout_s: float
 ) -> CallOutcome:
+    """Make one call and check it. Whatever the server answers, even a protocol error or silence, is
+    an outcome of this call, so one bad call never hides the rest of the file."""
     started = time.perf_counter()
     session, tools = await sessions.get(call)
     if call.tool not in tools:
@@ -400,10 +402,10 @@ async def _run_transcript(transcript: Transcript, options: ReplayOptions, report
         sessions = Sessions(stack, config, f"{options.url.rstrip('/')}" if options.url else None)
         for call in transcript.calls:
             report.outcomes.append(await run_call(call, sessions, reference_conn, options.call_timeout_s))
-    report.outcomes.sort(key=lambda outcome: outcome.line)
 
 
 async def replay_file(path: str | Path, options: ReplayOptions) -> FileReport:
+    """Replay one transcript; a file that cannot run at all says why in `setup_error`, never raises."""
     started = time.perf_counter()
     report = FileReport(source=str(path))
     try:
@@ -413,6 +415,9 @@ async def replay_file(path: str | Path, options: ReplayOptions) -> FileReport:
         report.setup_error = str(error)
     except (OSError, asyncpg.PostgresError) as error:
         report.setup_error = f"{type(error).__name__}: {error}"
+    except Exception as error:  # a server that would not start, a session that would not open
+        report.setup_error = f"the replay stopped: {type(error).__name__}: {str(error)[:300]}"
+    report.outcomes.sort(key=lambda outcome: outcome.line)
     report.duration_s = time.perf_counter() - started
     return report
 

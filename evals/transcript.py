@@ -296,6 +296,8 @@ def _expectation(value: Any) -> Expectation:
     if truncated is not None and not isinstance(truncated, bool):
         raise TranscriptError("expect.truncated must be true or false")
     not_contains = data.get("not_contains", [])
+    if isinstance(not_contains, str):
+        not_contains = [not_contains]
     return Expectation(
         decision=decision,
         error_contains=_text(data.get("error_contains"), "expect.error_contains"),
@@ -304,7 +306,7 @@ def _expectation(value: Any) -> Expectation:
         columns=_strings(data["columns"], "expect.columns") if "columns" in data else None,
         rows=rows,
         rows_equal_sql=reference,
-        not_contains=(not_contains,) if isinstance(not_contains, str) else _strings(not_contains, "expect.not_contains"),
+        not_contains=_strings(not_contains, "expect.not_contains"),
         truncated=truncated,
     )
 

@@ -92,12 +92,16 @@ class OAuthConfig(_Strict):
     clock_skew_s: int = Field(default=60, ge=0, le=600)
     jwks_cache_s: int = Field(default=300, ge=1)
     jwks_min_refresh_s: int = Field(default=30, ge=0)
+    #: how long one JWKS fetch may take before the keys in hand are used (or the token refused)
+    jwks_timeout_s: float = Field(default=3.0, gt=0, le=30)
 
 
 class ApiKeyConfig(_Strict):
     hash: str
     agent: str
     groups: tuple[str, ...] = ()
+    #: the scopes this key holds (for identity.oauth.required_scopes / tool_scopes); None: all of them
+    scopes: tuple[str, ...] | None = None
 
 
 class IdentityConfig(_Strict):

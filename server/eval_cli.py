@@ -87,8 +87,16 @@ def summary_line(report: FileReport) -> str:
     return ", ".join(parts) + f" in {report.duration_s:.1f} s"
 
 
+def _reason_width(out: TextIO, used: int) -> int:
+    """On a terminal, what is left of its width; in a CI log (not a terminal) reasons stay whole,
+    since a clipped reason is the one thing a reader of a failed build needs."""
+    isatty = getattr(out, "isatty", None)
+    if isatty is None or not isatty():
+        return 2_000
+    return max(shutil.get_terminal_size((140, 24)).columns - used, 40)
+
+
 def print_reports(reports: Sequence[FileReport], out: TextIO, *, failures_only: bool = False) -> None:
-    total_width = shutil.get_terminal_size((140, 24)).columns
     for report in reports:
         print(report.source, file=out)
         if report.setup_error is not None:
@@ -102,7 +110,7 @@ def print_reports(reports: Sequence[FileReport], out: TextIO, *, failures_only: 
                 17,
                 6,
             ]
-            reason_width = max(total_width - sum(widths) - 2 * len(widths) - 2, 40)
+            reason_width = _reason_width(out, sum(widths) + 2 * len(widths) + 2)
             print(_row(("id", "agent", "tool", "decision", "ok"), "reason", widths, reason_width), file=out)
             for o in shown:
                 cells = (o.id, o.agent, o.tool, o.decision, _MARKS.get(o.status, "?"))

@@ -21,7 +21,7 @@ from server.audit.build import event_for
 from server.db.base import ExecutionLimits, QueryResult
 from server.errors import ApprovalRequired, BastionError, PolicyDenied, QueryFailed
 from server.identity.agent import Agent, TransportInfo
-from server.identity.resolve import resolve_agent
+from server.identity.resolve import require_tool_scopes, resolve_agent
 from server.policy.decision import Decision, Verdict
 from server.policy.engine import AuthorizationRequest, PolicyContext
 from server.policy.requests import statement_actions
@@ -71,6 +71,12 @@ Stage = Callable[[Runtime, CallState], Awaitable[CallState]]
 async def identify(runtime: Runtime, state: CallState) -> CallState:
     agent = resolve_agent(runtime.config, state.call.transport)
     return replace(state, agent=agent, database=runtime.database_name(state.call.database))
+
+
+async def scopes(runtime: Runtime, state: CallState) -> CallState:
+    """Per-tool OAuth scopes: a token may let an agent describe but not query."""
+    require_tool_scopes(runtime.config, state.agent, state.call.tool)
+    return state
 
 
 async def analyze(runtime: Runtime, state: CallState) -> CallState:
@@ -205,9 +211,9 @@ async def lookup(runtime: Runtime, state: CallState) -> CallState:
     return replace(state, tables=(ResolvedTable(TableRef(info.name, info.schema), info),))
 
 
-QUERY: tuple[Stage, ...] = (identify, analyze, authorize, enforce, rewrite, execute)
-EXPLAIN: tuple[Stage, ...] = (identify, analyze, authorize, rewrite, plan)
-DESCRIBE: tuple[Stage, ...] = (identify, lookup)
+QUERY: tuple[Stage, ...] = (identify, scopes, analyze, authorize, enforce, rewrite, execute)
+EXPLAIN: tuple[Stage, ...] = (identify, scopes, analyze, authorize, rewrite, plan)
+DESCRIBE: tuple[Stage, ...] = (identify, scopes, lookup)
 
 
 async def run(runtime: Runtime, call: ToolCall, stages: tuple[Stage, ...]) -> CallState:

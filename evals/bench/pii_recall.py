@@ -93,6 +93,7 @@ def measure(config: PiiConfig | None = None) -> RecallFigures:
     engine = PiiEngine(engine_settings(config))  # imports Presidio and spaCy (first use in the process)
     build_s = time.perf_counter() - started
     from server.pii.scan import Scanner
+
     scanner = Scanner(engine)
     positives, negatives = generate(PER_ENTITY, NEGATIVES, SEED)
     totals = Counter(planted.entity for sentence in positives for planted in sentence.planted)

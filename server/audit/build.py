@@ -74,6 +74,8 @@ def event_for(state: CallState, error: BastionError | None, *, duration_ms: floa
         groups=agent.groups if agent else (),
         on_behalf_of=agent.on_behalf_of if agent else None,
         auth_method=agent.auth_method if agent else None,
+        token_jti=agent.token_id if agent else None,
+        token_sub=agent.subject if agent else None,
         arguments=_capped_arguments(dict(call.arguments)),
         purpose=call.purpose,
         request_meta=dict(transport.request_meta),

@@ -26,6 +26,9 @@ class AuditEvent:
     groups: tuple[str, ...] = ()
     on_behalf_of: str | None = None
     auth_method: str | None = None
+    #: the verified token's `jti` and `sub` (never the token itself)
+    token_jti: str | None = None
+    token_sub: str | None = None
     arguments: dict[str, Any] = field(default_factory=dict)
     purpose: str | None = None
     conversation_id: str | None = None

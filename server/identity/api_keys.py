@@ -61,6 +61,8 @@ class ApiKeyMatch:
     index: int
     #: the first 12 hex digits of the key's hash: names the key in logs without revealing it
     fingerprint: str
+    #: the scopes the key was given (identity.api_keys[i].scopes); None: every scope the server knows
+    scopes: tuple[str, ...] | None = None
 
 
 class ApiKeyTable:
@@ -89,5 +91,5 @@ class ApiKeyTable:
         found: ApiKeyMatch | None = None
         for index, (expected, entry) in enumerate(self._entries):
             if hmac.compare_digest(digest, expected) and found is None:
-                found = ApiKeyMatch(entry.agent, tuple(entry.groups), index, expected.hex()[:12])
+                found = ApiKeyMatch(entry.agent, tuple(entry.groups), index, expected.hex()[:12], entry.scopes)
         return found

@@ -20,18 +20,20 @@ including requests with no token at all, which never reach the verifier.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
 from mcp.server.auth.settings import AuthSettings
-from pydantic import AnyHttpUrl
+from pydantic import AnyHttpUrl, ValidationError
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.config import BastionConfig
+from server.errors import ConfigError
 from server.identity.refusals import Refusal, RefusalAuditor, RefusalBox, RequestFacts, current_box
-from server.identity.stdio import verify_stdio_token
+from server.identity.stdio import STDIO_TOKEN_ENV, verify_stdio_token
 from server.identity.verifier import BastionTokenVerifier, granted_scopes
 
 if TYPE_CHECKING:
@@ -81,18 +83,27 @@ def with_resource_url(config: BastionConfig, *, host: str, port: int) -> Bastion
     return config.model_copy(update={"identity": identity})
 
 
+def _url(value: str, key: str) -> AnyHttpUrl:
+    try:
+        return AnyHttpUrl(value)
+    except ValidationError:
+        raise ConfigError(f"{key}: {value!r} is not an http(s) URL") from None
+
+
 def _auth_settings(config: BastionConfig) -> AuthSettings:
     oauth = config.identity.oauth
     resource = resource_url_of(config)
     if oauth is not None and resource is None:
         resource = "http://127.0.0.1:8000/mcp"
         log.warning("identity.resource_url is not set; advertising %s", resource)
+    if oauth is None:
+        # API keys only: there is no authorization server to advertise, so no resource URL (the SDK
+        # then serves no metadata); issuer_url is required by AuthSettings but unused.
+        return AuthSettings(issuer_url=_url("http://127.0.0.1/", "issuer"), resource_server_url=None)
     return AuthSettings(
-        # Without an IdP (API keys only) there is no authorization server to advertise: no
-        # resource URL means the SDK serves no metadata; issuer_url is then required but unused.
-        issuer_url=AnyHttpUrl(oauth.issuer if oauth is not None else resource or "http://127.0.0.1/"),
-        resource_server_url=AnyHttpUrl(resource) if oauth is not None and resource else None,
-        required_scopes=list(oauth.required_scopes) if oauth is not None else None,
+        issuer_url=_url(oauth.issuer, "identity.oauth.issuer"),
+        resource_server_url=_url(resource or "", "identity.resource_url"),
+        required_scopes=list(oauth.required_scopes),
         validate_token_resource=False,
     )
 
@@ -110,6 +121,8 @@ def auth_kwargs(
     if transport == "stdio":
         verify_stdio_token(config)
         return {}
+    if transport in HTTP_TRANSPORTS and os.environ.get(STDIO_TOKEN_ENV):
+        log.warning("%s is ignored over %s: every request proves its own identity", STDIO_TOKEN_ENV, transport)
     if transport not in HTTP_TRANSPORTS or not http_auth_enabled(config):
         return {}
     verifier = BastionTokenVerifier(config.identity, on_refused=RefusalAuditor(runtime, transport))
@@ -129,8 +142,8 @@ def _metadata_app(config: BastionConfig) -> tuple[frozenset[str], ASGIApp] | Non
     if oauth is None or resource is None:
         return None
     routes = create_protected_resource_routes(
-        resource_url=AnyHttpUrl(resource),
-        authorization_servers=[AnyHttpUrl(oauth.issuer)],
+        resource_url=_url(resource, "identity.resource_url"),
+        authorization_servers=[_url(oauth.issuer, "identity.oauth.issuer")],
         scopes_supported=list(granted_scopes(config.identity)) or None,
         resource_name="Bastion",
     )
@@ -144,7 +157,7 @@ def _metadata_app(config: BastionConfig) -> tuple[frozenset[str], ASGIApp] | Non
 def metadata_url(config: BastionConfig) -> str | None:
     """Where the 401's `WWW-Authenticate` points clients (the SDK's path-inserted form)."""
     resource = resource_url_of(config)
-    return str(build_resource_metadata_url(AnyHttpUrl(resource))) if resource else None
+    return str(build_resource_metadata_url(_url(resource, "identity.resource_url"))) if resource else None
 
 
 def _inferred_refusal(scope: Scope, status: int) -> Refusal:
@@ -162,14 +175,32 @@ def _inferred_refusal(scope: Scope, status: int) -> Refusal:
     return Refusal(401, "the bearer token was refused")
 
 
+def _with_scope(headers: list[tuple[bytes, bytes]], scopes: str) -> list[tuple[bytes, bytes]]:
+    """The challenge with a `scope` parameter (RFC 6750 section 3; the MCP authorization spec asks
+    for it so a client knows which scopes to request), unless the SDK already put one there."""
+    patched = []
+    for name, value in headers:
+        if name.lower() == b"www-authenticate" and scopes and b"scope=" not in value:
+            value = value + f', scope="{scopes}"'.encode("latin-1", "replace")
+        patched.append((name, value))
+    return patched
+
+
 class AuthGuard:
-    """ASGI wrapper around the SDK's app: metadata documents, and reporting of every refusal."""
+    """ASGI wrapper around the SDK's app: metadata documents, the `scope` of a challenge, and
+    reporting of every refusal."""
 
     def __init__(self, app: ASGIApp, config: BastionConfig, auditor: RefusalAuditor) -> None:
         self.app = app
         self.auditor = auditor
         metadata = _metadata_app(config)
         self._metadata_paths, self._metadata = metadata if metadata else (frozenset(), None)
+        oauth = config.identity.oauth
+        #: a 401 names every scope this server knows; a 403 the ones every call needs
+        self._scopes = {
+            401: " ".join(granted_scopes(config.identity)),
+            403: " ".join(oauth.required_scopes) if oauth else "",
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -186,7 +217,11 @@ class AuthGuard:
                 headers = message.get("headers", [])
                 if any(name.lower() == b"www-authenticate" for name, _ in headers):
                     refusal = box.refusal or _inferred_refusal(scope, message["status"])
-                    await self.auditor(refusal, RequestFacts.of(scope))
+                    try:
+                        await self.auditor(refusal, RequestFacts.of(scope))
+                    except Exception as error:  # the refusal goes out regardless
+                        log.error("a refused authentication could not be reported: %s", type(error).__name__)
+                    message = {**message, "headers": _with_scope(list(headers), self._scopes[message["status"]])}
             await send(message)
 
         try:

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 
@@ -40,6 +41,9 @@ from server.identity.jwks import DEFAULT_TIMEOUT_S, JwksCache, KeyUnavailable, s
 MAX_TOKEN_BYTES = 12_288
 MAX_JOSE_HEADER_CHARS = 2_048
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+_ALG_SHAPE = re.compile(r"[A-Za-z0-9+_-]{1,32}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 class TokenRejected(Exception):
@@ -47,6 +51,7 @@ class TokenRejected(Exception):
     (never for the token's bearer to tune an attack against: the 401 body stays generic)."""
 
     def __init__(self, reason: str, *, claims: dict[str, Any] | None = None, method: str = "oauth") -> None:
+        reason = _CONTROL.sub("?", reason)  # parts of it come from the token: no forged log lines
         super().__init__(reason)
         self.reason = reason
         self.claims = claims or {}
@@ -83,6 +88,15 @@ def _unverified_claims(token: str) -> dict[str, Any]:
         return {}
 
 
+def _fetchable_safely(url: str) -> bool:
+    """Keys fetched over plain HTTP could be swapped by anyone on the path, and with them every
+    identity; so https, except for an IdP on this machine (tests, a local sidecar)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and (parts.hostname or "") in _LOOPBACK_HOSTS
+
+
 def _when(value: Any) -> str:
     try:
         return datetime.fromtimestamp(float(value), UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -102,6 +116,8 @@ class JwtVerifier:
                 raise ConfigError(f"identity.oauth.algorithms: {alg} is not a supported signature algorithm")
         if not oauth.algorithms:
             raise ConfigError("identity.oauth.algorithms: at least one algorithm is required")
+        if not _fetchable_safely(oauth.jwks_url):
+            raise ConfigError("identity.oauth.jwks_url: must be an https:// URL (http only on a loopback address)")
         self.algorithms = frozenset(oauth.algorithms)
         timeout = getattr(oauth, "jwks_timeout_s", None) or DEFAULT_TIMEOUT_S
         self.jwks = jwks or JwksCache(
@@ -130,8 +146,8 @@ class JwtVerifier:
             return TokenRejected(reason, claims=safe_claims(_unverified_claims(token), header))
 
         alg = header.get("alg")
-        if not isinstance(alg, str) or not alg:
-            raise refuse("malformed token: the JOSE header has no alg")
+        if not isinstance(alg, str) or not _ALG_SHAPE.fullmatch(alg):
+            raise refuse("malformed token: the JOSE header has no usable alg")
         if alg.lower() == "none":
             raise refuse("algorithm 'none' (an unsigned token) is never accepted")
         if alg.upper().startswith("HS"):
@@ -202,7 +218,7 @@ class JwtVerifier:
         if isinstance(error, jwt.InvalidIssuerError):
             return f"wrong issuer: {str(claims.get('iss'))[:200]!r} (expected {self.oauth.issuer!r})"
         if isinstance(error, jwt.InvalidAudienceError):
-            return f"wrong audience: {str(claims.get('aud'))[:200]} (expected {self.oauth.audience!r})"
+            return f"wrong audience: {str(claims.get('aud'))[:200]!r} (expected {self.oauth.audience!r})"
         if isinstance(error, jwt.MissingRequiredClaimError):
             return f"missing claim: {error.claim}"
         if isinstance(error, jwt.InvalidSignatureError):

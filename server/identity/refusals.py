@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from server.runtime import Runtime
 
 log = logging.getLogger("bastion.identity")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 AUTH_TOOL = "(authentication)"
 
@@ -57,15 +59,21 @@ class RequestFacts:
 
     @classmethod
     def of(cls, scope: dict[str, Any]) -> RequestFacts:
+        """From an ASGI scope; every value capped and stripped of control characters (they are the
+        caller's to choose, and go into a log line)."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         client = scope.get("client")
         return cls(
-            method=str(scope.get("method", "")),
-            path=str(scope.get("path", ""))[:200],
-            remote=str(client[0]) if client else None,
-            user_agent=headers.get("user-agent", "")[:200] or None,
-            session_id=headers.get("mcp-session-id", "")[:200] or None,
+            method=_clean(scope.get("method", ""))[:16],
+            path=_clean(scope.get("path", ""))[:200],
+            remote=_clean(client[0]) if client else None,
+            user_agent=_clean(headers.get("user-agent", ""))[:200] or None,
+            session_id=_clean(headers.get("mcp-session-id", ""))[:200] or None,
         )
+
+
+def _clean(value: Any) -> str:
+    return _CONTROL.sub("?", str(value))
 
 
 @dataclass

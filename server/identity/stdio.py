@@ -20,7 +20,7 @@ import weakref
 from server.config import BastionConfig
 from server.errors import AuthenticationError
 from server.identity.agent import Agent
-from server.identity.api_keys import ApiKeyTable
+from server.identity.api_keys import KEY_PREFIX, ApiKeyTable
 from server.identity.oauth import JwtVerifier, TokenRejected
 from server.identity.verifier import granted_scopes
 
@@ -44,7 +44,8 @@ def _remember(config: BastionConfig, agent: Agent) -> None:
 
 
 def _refused(reason: str) -> AuthenticationError:
-    log.warning("authentication refused (%s at start-up): %s", STDIO_TOKEN_ENV, reason)
+    """The error that stops start-up; `bastion serve` prints it as its one line on stderr, which is
+    the refusal's log line (there is no audit trail open yet to record it in)."""
     return AuthenticationError(f"{STDIO_TOKEN_ENV} was refused: {reason}")
 
 
@@ -64,6 +65,8 @@ def verify_stdio_token(config: BastionConfig) -> Agent | None:
             token_id=f"api_key:{match.fingerprint}",
             scopes=granted_scopes(identity),
         )
+    elif token.startswith(KEY_PREFIX):
+        raise _refused("unknown API key")
     elif identity.oauth is None:
         raise _refused("it is not a configured API key, and identity.oauth is not configured to verify a JWT")
     else:

@@ -130,7 +130,7 @@ class BastionTokenVerifier:
         return BastionAccessToken(
             token=f"sha256:{match.fingerprint}",
             client_id=match.agent,
-            scopes=list(self.api_key_scopes),
+            scopes=list(self.api_key_scopes if match.scopes is None else match.scopes),
             claims=claims,
             agent_id=match.agent,
             groups=match.groups,

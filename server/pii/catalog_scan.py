@@ -38,7 +38,7 @@ from server.pii.classify import (
     decide_without_sample,
     name_tokens,
 )
-from server.pii.model import FREE_TEXT, ColumnClassification
+from server.pii.model import FREE_TEXT, PATTERN_ENTITIES, ColumnClassification
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,9 @@ async def _classify_by_sample(
     context = name_tokens(facts.column)
 
     def analyze(text: str, words: list[str]) -> list[tuple[int, int, str, float]]:
-        return [(r.start, r.end, r.entity_type, float(r.score)) for r in engine.analyze(text, context=words)]
+        # pattern entities only: a NER model, where configured, is for free-text values (DESIGN.md)
+        results = engine.analyze(text, context=words, entities=PATTERN_ENTITIES)
+        return [(r.start, r.end, r.entity_type, float(r.score)) for r in results]
 
     def work() -> list[ValueFinding]:
         return [analyze_value(value, context, analyze) for value in values]

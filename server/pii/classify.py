@@ -93,122 +93,29 @@ def name_tokens(name: str) -> list[str]:
     return [_TRAILING_DIGITS.sub("", token) for token in _SPLIT.split(spaced.lower()) if token]
 
 
-_VETO = frozenset(
-    [
-        "id",
-        "ids",
-        "uuid",
-        "count",
-        "cnt",
-        "num_of",
-        "verified",
-        "verify",
-        "is",
-        "has",
-        "enabled",
-        "flag",
-        "status",
-        "type",
-        "template",
-        "sent",
-        "at",
-        "opt",
-        "optin",
-        "optout",
-        "hash",
-        "hashed",
-        "sha",
-        "md5",
-        "length",
-        "len",
-        "domain",
-        "format",
-        "valid",
-        "validated",
-        "confirmed",
-        "bounce",
-        "bounced",
-        "provider",
-        "preference",
-        "pref",
-        "prefs",
-        "consent",
-        "policy",
-        "version",
-        "ver",
-        "mac",
-        "url",
-        "link",
-        "token",
-        "key",
-        "secret",
-        "salt",
-        "encrypted",
-        "enc",
-        "masked",
-    ]
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_VETO = _words(
+    "id ids uuid count cnt num_of verified verify is has enabled flag status type template sent at "
+    "opt optin optout hash hashed sha md5 length len domain format valid validated confirmed bounce "
+    "bounced provider preference pref prefs consent policy version ver mac url link token key secret "
+    "salt encrypted enc masked"
 )
-_PERSON_HOLDERS = frozenset(
-    [
-        "customer",
-        "contact",
-        "person",
-        "employee",
-        "patient",
-        "holder",
-        "cardholder",
-        "account",
-        "owner",
-        "member",
-        "author",
-        "recipient",
-        "sender",
-        "billing",
-        "shipping",
-        "applicant",
-        "student",
-        "client",
-        "buyer",
-        "guest",
-        "passenger",
-        "traveler",
-        "traveller",
-        "emergency",
-        "beneficiary",
-        "signer",
-        "parent",
-        "spouse",
-        "manager",
-    ]
+_PERSON_HOLDERS = _words(
+    "customer contact person employee patient holder cardholder account owner member author recipient "
+    "sender billing shipping applicant student client buyer guest passenger traveler traveller "
+    "emergency beneficiary signer parent spouse manager"
 )
 _PERSON_TABLES = re.compile(
     r"(?i)(customer|user|person|people|employee|staff|contact|patient|member|student|client|applicant|author|"
     r"guest|passenger|lead|account_holder|cardholder)s?$"
 )
 #: words that name a column of prose ("text" and "content" are left out: `amount_text` is not prose)
-_FREE_TEXT_WORDS = frozenset(
-    [
-        "note",
-        "notes",
-        "comment",
-        "comments",
-        "description",
-        "desc",
-        "body",
-        "message",
-        "messages",
-        "remark",
-        "remarks",
-        "feedback",
-        "details",
-        "memo",
-        "transcript",
-        "summary",
-        "reason",
-        "bio",
-        "about",
-        "narrative",
-    ]
+_FREE_TEXT_WORDS = _words(
+    "note notes comment comments description desc body message messages remark remarks feedback "
+    "details memo transcript summary reason bio about narrative"
 )
 
 
@@ -345,8 +252,9 @@ def decide_without_sample(facts: ColumnFacts) -> Decision | None:
     if kind == "inet":
         return Decision(IP_ADDRESS, 0.95, f"type {facts.data_type} holds IP addresses", "type")
     tokens = name_tokens(facts.column)
-    vetoed = [token for token in tokens if token in _VETO]
     hit = _entity_by_words(tokens, facts.table)
+    own_words = set(hit[1].split()) if hit is not None else set()  # the "id" of "tax id" vetoes nothing
+    vetoed = [token for token in tokens if token in _VETO and token not in own_words]
     if hit is not None and not vetoed and _type_allows(hit[0], kind):
         return Decision(hit[0], 0.9, f"name {facts.column!r} matches {hit[1]}", "name")
     if facts.comment:

@@ -38,7 +38,15 @@ from server.config import PiiConfig
 from server.db.base import ResultColumn
 from server.pii.keys import MaskKey, load_mask_key
 from server.pii.model import MaskingFailed, label_for
-from server.pii.operators import HashOperator, Operator, OperatorSet, UnknownOperator
+from server.pii.operators import (
+    HashOperator,
+    NullOperator,
+    Operator,
+    OperatorSet,
+    PartialOperator,
+    RedactOperator,
+    UnknownOperator,
+)
 
 #: integers below this cannot be a card, phone or SSN written without separators worth scanning
 _SCAN_INT_MIN = 10_000_000
@@ -161,12 +169,13 @@ class Masker:
 
     def _mask_column(self, values: Sequence[Any], plan: ColumnPlan) -> tuple[list[Any], int]:
         operator = self.operators.named(plan.operator) if plan.operator else self.operators.for_entity(plan.entity)
-        if isinstance(operator, HashOperator):
+        if type(operator) is HashOperator:  # the built-in one: its HMAC is inlined below
             return _hash_column(operator, values, plan.entity)
         memo: dict[str, Any] = {}
         out: list[Any] = []
         count = 0
         mask = operator.mask
+        untrusted = type(operator) not in (PartialOperator, RedactOperator, NullOperator)
         entity = plan.entity
         for value in values:
             if value is None:
@@ -179,6 +188,10 @@ class Masker:
                     masked = memo[value] = mask(value, entity)
             else:
                 masked = mask(value, entity)
+            if masked is not None and (masked.__class__ is not str or (untrusted and masked == value and value)):
+                # a registered operator that hands back anything but text, or the text it was given,
+                # is handing back the value itself
+                raise MaskingFailed(f"masking operator {operator.name!r} returned the value unmasked")
             out.append(masked)
         return out, count
 
@@ -198,47 +211,69 @@ class Masker:
                 masked = span_memo[key] = operator.mask_span(text, entity)
             return masked
 
+        entities: set[str] = set()
+        if all(value.__class__ is str or value is None for value in values):  # the common case, fast
+            distinct = list(dict.fromkeys(value for value in values if value is not None))
+            changed = self.scanner.replace_many(distinct, replacement)
+            masked_text = {distinct[index]: new for index, (new, _) in changed.items()}
+            for _, detections in changed.values():
+                entities.update(d.entity for d in detections)
+            out = [masked_text.get(value, value) if value is not None else None for value in values]
+            count = sum(1 for value in values if value is not None and value in masked_text)
+            return out, count, frozenset(entities)
         texts: dict[str, None] = {}
         for value in values:
             if value is not None:
                 _gather(value, texts)
-        if not texts:
-            return list(values), 0, frozenset()
-        scanned = self.scanner.replace_many(list(texts), replacement)
-        masked_text = {text: new for text, (new, _) in zip(texts, scanned, strict=True)}
-        entities = frozenset(d.entity for _, detections in scanned for d in detections)
-        out: list[Any] = []
+        distinct = list(texts)
+        changed = self.scanner.replace_many(distinct, replacement)
+        replaced = {distinct[index]: new for index, (new, _) in changed.items()}
+        for _, detections in changed.values():
+            entities.update(d.entity for d in detections)
+        out = []
         count = 0
         for value in values:
             if value is None:
                 out.append(None)
                 continue
-            masked = _scan_value(value, masked_text.__getitem__)
+            masked = _scan_value(value, lambda text: replaced.get(text, text))
             if masked is not value:
                 count += 1
             out.append(masked)
-        return out, count, entities
+        return out, count, frozenset(entities)
 
 
 def _hash_column(operator: HashOperator, values: Sequence[Any], entity: str | None) -> tuple[list[Any], int]:
-    """The hot path: strings hashed straight from their UTF-8, once per distinct value."""
+    """The hot path: strings hashed straight from their UTF-8 (the HMAC inlined: a function call
+    per value is a fifth of the cost), each distinct value once when values repeat."""
     prefix = label_for(entity) + ":"
-    digest = operator.digest_hex
-    memo: dict[str, str] = {}
+    inner_copy, outer_copy, size = operator.inner_copy, operator.outer_copy, operator.HEX_DIGITS
+    strings = [value for value in values if value.__class__ is str]
+    memo: dict[str, str] | None = {} if strings and len(set(strings)) < 0.8 * len(strings) else None
     out: list[Any] = []
+    append = out.append
     count = 0
     for value in values:
-        if value is None:
-            out.append(None)
-            continue
-        count += 1
-        if type(value) is str:
-            masked = memo.get(value)
-            if masked is None:
-                masked = memo[value] = prefix + digest(value.encode("utf-8", "surrogatepass"))
+        if value.__class__ is str:
+            count += 1
+            if memo is not None:
+                masked = memo.get(value)
+                if masked is not None:
+                    append(masked)
+                    continue
+            inner = inner_copy()
+            inner.update(value.encode("utf-8", "surrogatepass"))
+            outer = outer_copy()
+            outer.update(inner.digest())
+            masked = prefix + outer.hexdigest()[:size]
+            if memo is not None:
+                memo[value] = masked
+            append(masked)
+        elif value is None:
+            append(None)
         else:
-            masked = operator.mask(value, entity)
-        out.append(masked)
+            count += 1
+            append(operator.mask(value, entity))
     return out, count
 
 

@@ -93,13 +93,16 @@ class HashOperator(Operator):
         if len(secret) > 64:  # HMAC's rule for keys longer than the block size
             secret = hashlib.sha256(secret).digest()
         secret = secret.ljust(64, b"\x00")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in secret))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in secret))
+        inner = hashlib.sha256(bytes(b ^ 0x36 for b in secret))
+        outer = hashlib.sha256(bytes(b ^ 0x5C for b in secret))
+        #: fresh copies of the keyed inner and outer states (the masking hot path inlines the HMAC)
+        self.inner_copy = inner.copy
+        self.outer_copy = outer.copy
 
     def digest_hex(self, data: bytes) -> str:
-        inner = self._inner.copy()
+        inner = self.inner_copy()
         inner.update(data)
-        outer = self._outer.copy()
+        outer = self.outer_copy()
         outer.update(inner.digest())
         return outer.hexdigest()[: self.HEX_DIGITS]
 

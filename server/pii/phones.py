@@ -53,80 +53,25 @@ PHONE_PATTERN = re.compile(
 )
 _GROUPED_AT = re.compile(_GROUPED)
 
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 _LETTERS = re.compile(r"[^\W\d_]+")
-_PHONE_WORDS = frozenset(
-    [
-        "phone",
-        "phones",
-        "tel",
-        "telephone",
-        "mobile",
-        "cell",
-        "cellphone",
-        "call",
-        "calling",
-        "called",
-        "text",
-        "sms",
-        "whatsapp",
-        "fax",
-        "dial",
-        "ring",
-        "reach",
-        "contact",
-        "tlf",
-        "telefon",
-        "telefono",
-        "téléphone",
-        "portable",
-        "handy",
-    ]
+_PHONE_WORDS = _words(
+    "phone phones tel telephone mobile cell cellphone call calling called text sms whatsapp fax dial "
+    "ring reach contact tlf telefon telefono téléphone portable handy"
 )
-_ID_WORDS = frozenset(
-    [
-        "order",
-        "invoice",
-        "inv",
-        "ticket",
-        "ref",
-        "reference",
-        "tracking",
-        "track",
-        "po",
-        "sku",
-        "case",
-        "id",
-        "account",
-        "acct",
-        "serial",
-        "sn",
-        "build",
-        "version",
-        "ver",
-        "release",
-        "batch",
-        "lot",
-        "item",
-        "product",
-        "part",
-        "receipt",
-        "booking",
-        "confirmation",
-        "transaction",
-        "txn",
-        "shipment",
-        "parcel",
-        "customer",
-        "isbn",
-        "fedex",
-        "ups",
-        "dhl",
-        "usps",
-    ]
+_ID_WORDS = _words(
+    "order invoice inv ticket ref reference tracking track po sku case id account acct serial sn "
+    "build version ver release batch lot item product part receipt booking confirmation transaction "
+    "txn shipment parcel customer isbn fedex ups dhl usps"
 )
 _NUMBER_WORDS = frozenset({"no", "nr", "number", "num"})
 _DATE_LIKE = re.compile(r"\d{4}([./\-])\d{1,2}\1\d{1,2}|\d{1,2}([./\-])\d{1,2}\2(?:\d{4}|\d{2})")
 _SEPARATORS = re.compile(r"[ .\-/]")
+_ALL_DIGITS = re.compile(r"\d+")
 _SSN_SHAPED = re.compile(r"\d{3}([ .\-])\d{2}\1\d{4}")
 _THOUSANDS = re.compile(r"\d{1,3}([ .,])\d{3}(?:\1\d{3})*")
 
@@ -232,7 +177,9 @@ class PhoneShapeRecognizer(FastRecognizer):
                     found.append((start, end, score))
         return found
 
-    def find_at(self, text: str, clusters: Iterable[tuple[int, int]], taken: Sequence[tuple[int, int]]) -> list[Span]:
+    def find_at(
+        self, text: str, clusters: Iterable[tuple[int, int, int]], taken: Sequence[tuple[int, int]]
+    ) -> list[Span]:
         """Phone spans starting where a digit cluster starts (or at the `+` or `(` right before it).
 
         The scanner's gate finds every run of 7 or more digits (`_CLUSTER` in scan.py); a phone
@@ -240,14 +187,18 @@ class PhoneShapeRecognizer(FastRecognizer):
         a separator, so trying the pattern once at each run's start finds what a search over the
         whole text would, at a fraction of the cost (one attempt instead of one per character)."""
         found: list[Span] = []
-        for cluster_start, _cluster_end in clusters:
+        for cluster_start, cluster_end, _digits in clusters:
             if taken and any(t_start <= cluster_start < t_end for t_start, t_end in taken):
                 continue  # a card, an SSN or an IBAN already claimed these digits
-            starts = (
-                (cluster_start - 1, cluster_start)
-                if cluster_start and text[cluster_start - 1] in "+("
-                else (cluster_start,)
-            )
+            before = text[cluster_start - 1] if cluster_start else ""
+            if before not in ("+", "(") and not text.startswith("00", cluster_start):
+                if before and (before.isalnum() or before in "-._"):
+                    continue  # glued to a word or a number ("INV-2026-000123"): no phone starts here
+                digits_only = _ALL_DIGITS.match(text, cluster_start, cluster_end)
+                bare = digits_only is not None and digits_only.end() == cluster_end
+                if bare and not phone_context(text, cluster_start):
+                    continue  # bare digits are a phone only after a phone word: skip the pattern
+            starts = (cluster_start - 1, cluster_start) if before in ("+", "(") else (cluster_start,)
             for position in starts:
                 match = PHONE_PATTERN.match(text, position)
                 if match is None:
@@ -284,6 +235,8 @@ class PhoneShapeRecognizer(FastRecognizer):
         near_phone_word = phone_context(text, start)
         if not near_phone_word and id_context(text, start):
             return None
+        if not near_phone_word and _SSN_SHAPED.fullmatch(candidate):
+            return None  # 078-05-1120 without a phone word is the SSN recognizer's
         if kind == "national":
             if not 9 <= len(digits) <= 12 or not _one_separator_kind(candidate.replace("(", "").replace(")", "")):
                 return None
@@ -293,8 +246,6 @@ class PhoneShapeRecognizer(FastRecognizer):
                 return None
             if near_phone_word:
                 return 0.6
-            if _SSN_SHAPED.fullmatch(candidate):
-                return None  # 123-45-6789 without a phone word is the SSN recognizer's
             # without a phone word: not a number in thousands (38 412 264), not a range of two
             # short groups (2835-3417), and valid for some region
             if _THOUSANDS.fullmatch(candidate) or (len(_SEPARATORS.split(candidate)) == 2 and len(digits) < 10):

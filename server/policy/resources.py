@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from server.db.base import Catalog, TableInfo
 from server.errors import PolicyDenied
-from server.sql.statement import Statement, TableRef
+from server.sql.statement import Statement, StatementKind, TableRef
 
 _PG_SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast"})
 _SQLITE_SYSTEM_TABLES = frozenset(
@@ -56,6 +56,12 @@ def resolve_tables(
                 policy_ids=("bastion:system-relations",),
             )
         info = catalog.find(ref.name, ref.schema)
+        if info is None and statement.kind is StatementKind.DDL:
+            # a statement that creates a relation names one that does not exist yet: policy decides
+            # on the `ddl` action for it, in the schema it would be created in
+            schema = ref.schema or (catalog.search_path[0] if catalog.search_path else None)
+            resolved.append(ResolvedTable(TableRef(ref.name, schema), None))
+            continue
         if info is None:
             where = f"schema {ref.schema}" if ref.schema else "the search path " + ", ".join(catalog.search_path)
             raise PolicyDenied(

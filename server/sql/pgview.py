@@ -87,8 +87,9 @@ class PgView:
     operators: list[str] = field(default_factory=list)
     relations: set[TableRef] = field(default_factory=set)
     columns: set[str] = field(default_factory=set)
-    #: output columns of a plain top-level SELECT (None for anything else)
-    outputs: int | None = None
+    #: the column names each output column of a top-level SELECT references (of its first branch,
+    #: for a set operation; "*" for a star); None for anything else
+    outputs: list[frozenset[str]] | None = None
     #: the TransactionStmt's kind, for BEGIN/COMMIT/ROLLBACK
     transaction: str | None = None
 
@@ -155,13 +156,32 @@ def read(sql: str) -> PgView:
     return view
 
 
-def _outputs(select: dict) -> int | None:
-    """The number of output columns of a top-level SELECT (its first branch for set operations)."""
+def _outputs(select: dict) -> list[frozenset[str]] | None:
+    """Per output column of a top-level SELECT (its first branch for set operations), the names
+    of the columns it references, subqueries included."""
     while select.get("op", "SETOP_NONE") != "SETOP_NONE":
         select = select.get("larg") or {}
     if select.get("valuesLists"):
         return None
-    return len(select.get("targetList") or ())
+    return [_column_names(target) for target in select.get("targetList") or ()]
+
+
+def _column_names(node: object) -> frozenset[str]:
+    names: set[str] = set()
+    stack = [node]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            ref = value.get("ColumnRef")
+            if isinstance(ref, dict):
+                fields = ref.get("fields") or ()
+                last = fields[-1] if fields else {}
+                names.add(last["String"]["sval"] if "String" in last else "*")
+            else:
+                stack.extend(v for v in value.values() if isinstance(v, dict | list))
+    return frozenset(names)
 
 
 def _wrapped(value: dict) -> bool:

@@ -121,6 +121,11 @@ class TestIdP:
         header, _, signature = self.token().split(".")
         return f"{header}.{b64_json(self.claims(azp='admin-bot'))}.{signature}"
 
+    def with_header(self, header: dict[str, Any]) -> str:
+        """A valid token whose JOSE header is replaced (so its signature no longer matches)."""
+        _, payload, signature = self.token().split(".")
+        return f"{b64_json(header)}.{payload}.{signature}"
+
     def huge_header(self) -> str:
         return self.token(headers={"x-padding": "a" * 6000})
 

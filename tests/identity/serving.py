@@ -55,14 +55,19 @@ class RunningServer:
         return self.log.read_text(errors="replace")
 
     async def events(self) -> list[AuditEvent]:
-        store = await open_state_store("sqlite:///state.db", base_dir=str(self.folder))
-        try:
-            return [stored.event for stored in await store.audit_events()]
-        finally:
-            await store.close()
+        return await events_in(self.folder)
 
     def post(self, headers: dict[str, str], *, path: str = "/mcp", timeout: float = 15) -> httpx2.Response:
         return httpx2.post(f"{self.base}{path}", json=INITIALIZE, headers={**MCP_HEADERS, **headers}, timeout=timeout)
+
+
+async def events_in(folder: Path) -> list[AuditEvent]:
+    """The audit trail of a server whose config says `state: {dsn: sqlite:///state.db}`."""
+    store = await open_state_store("sqlite:///state.db", base_dir=str(folder))
+    try:
+        return [stored.event for stored in await store.audit_events()]
+    finally:
+        await store.close()
 
 
 def write_config(folder: Path, config: dict[str, Any]) -> Path:

@@ -116,6 +116,7 @@ def test_a_401_names_the_metadata_in_www_authenticate(http: RunningServer) -> No
     assert challenge.startswith("Bearer ")
     assert 'error="invalid_token"' in challenge
     assert f'resource_metadata="{http.base}/.well-known/oauth-protected-resource/mcp"' in challenge
+    assert challenge.endswith(', scope="bastion:read bastion:query"')
 
 
 # -- bad credentials -----------------------------------------------------------------------------------
@@ -167,6 +168,7 @@ async def test_a_token_without_a_required_scope_gets_403_and_is_audited_with_who
     response = http.post(bearer(idp.token(scope="bastion:query")))
     assert response.status_code == 403
     assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+    assert response.headers["www-authenticate"].endswith(', scope="bastion:read"')
     [event] = await new_events(http, before)
     assert (event.tool, event.decision) == (AUTH_TOOL, "deny")
     assert (event.agent_id, event.auth_method) == ("analyst-bot", "oauth")
@@ -212,7 +214,7 @@ async def test_two_agents_with_different_groups_get_different_decisions_from_one
         async with session(http.mcp_url, token) as client:
             result = await client.call_tool("query", {"sql": "SELECT count(*) AS n FROM orders", "purpose": "t"})
             outcomes.append(text_of(result) if result.is_error else result.structured_content["rows"])
-    assert outcomes[0] == [[60]]
+    assert outcomes[0] == [[200]]
     assert outcomes[1].startswith("Refused:"), outcomes[1]
     events = [e for e in await new_events(http, before) if e.tool == "query"]
     assert [(e.agent_id, e.groups, e.on_behalf_of, e.auth_method, e.decision) for e in events] == [

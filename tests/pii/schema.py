@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+
 import asyncpg
 
 from evals.pii_text import email, iban, ip, negative, phone, positive, ssn
@@ -140,9 +141,15 @@ def _rows(rng: random.Random) -> dict[str, list[tuple[object, ...]]]:
                 phone(rng),
             )
         )
-        info = {"contact": {"email": email(rng), "phone": phone(rng)}, "name": f"{rng.choice(_FIRST)} Doe", "tier": i % 3}
+        info = {
+            "contact": {"email": email(rng), "phone": phone(rng)},
+            "name": f"{rng.choice(_FIRST)} Doe",
+            "tier": i % 3,
+        }
         kind = i % 3
-        val = email(rng) if kind == 0 else phone(rng) if kind == 1 else f"{rng.randint(1, 999)}.{rng.randint(0, 99):02d}"
+        val = (
+            email(rng) if kind == 0 else phone(rng) if kind == 1 else f"{rng.randint(1, 999)}.{rng.randint(0, 99):02d}"
+        )
         pii_note = positive(rng, rng.choice(["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD"])).text
         note = pii_note if i % 4 == 0 else negative(rng).text + " " + rng.choice(plain)
         misc.append(

@@ -38,9 +38,12 @@ from typing import TypeVar
 import asyncpg
 import pytest
 
+from server.db import postgres as pg_backend
+from server.db.base import Catalog
 from server.errors import SQLRejected
 from server.sql.analyzer import analyze
 from server.sql.crosscheck import REFUSAL
+from server.sql.lineage import lineage
 from server.sql.statement import StatementKind
 from tests.conftest import admin_dsn, create_scratch_database, drop_scratch_database
 from tests.sql.corpus import CorpusStatement, ScriptReader, corpus_files
@@ -113,12 +116,17 @@ class Tally:
     reads_allowed: int = 0
     #: true reads sqlglot accepted and PostgreSQL's parser read otherwise
     crosscheck_refused: int = 0
+    #: allowed reads whose output lineage was checked against the server's result columns
+    lineage_checked: int = 0
+    lineage_inexact: int = 0
     verdicts: Counter[str] = field(default_factory=Counter)
     refusals: Counter[str] = field(default_factory=Counter)
     leaks: list[str] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)
     crosscheck_examples: list[str] = field(default_factory=list)
+    #: exact lineages whose width is not the result's (masking would trust a wrong alignment)
+    lineage_mismatches: list[str] = field(default_factory=list)
 
     def add(self, other: Tally) -> None:
         for name, value in vars(other).items():
@@ -142,7 +150,9 @@ class Tally:
             f"{self.not_in_transaction} cannot run in a transaction block; {self.failed} failed for other "
             f"reasons; {self.timeouts} timed out; {self.resets} connection resets; "
             f"{self.crosscheck_refused} true reads refused by the cross-check with PostgreSQL's parser "
-            f"({self.crosscheck_share:.2%})"
+            f"({self.crosscheck_share:.2%}); output lineage of {self.lineage_checked} allowed reads checked "
+            f"against the server's columns, {len(self.lineage_mismatches)} of a different width, "
+            f"{self.lineage_inexact} inexact (relations unknown to the catalog: all their columns scanned)"
         )
 
     @property
@@ -174,6 +184,44 @@ class Replayer:
         self.dsn = dsn
         self.conn: asyncpg.Connection | None = None
         self.resets = 0
+        #: the scratch database's catalog, read again after anything that may change it
+        self._catalog: Catalog | None = None
+
+    def schema_may_change(self) -> None:
+        self._catalog = None
+
+    async def catalog(self) -> Catalog:
+        """The catalog as Bastion's PostgreSQL backend reads it (its own queries)."""
+        if self._catalog is None:
+            conn = await self.connect()
+            head = await self._bounded(conn.fetchrow(pg_backend._SCHEMAS_SQL))
+            relations = await self._bounded(conn.fetch(pg_backend._RELATIONS_SQL))
+            columns = await self._bounded(conn.fetch(pg_backend._COLUMNS_SQL))
+            constraints = await self._bounded(conn.fetch(pg_backend._CONSTRAINTS_SQL))
+            assert head is not None
+            self._catalog = Catalog(
+                database="corpus",
+                dialect="postgres",
+                tables=pg_backend._build_tables(relations, columns, constraints),
+                search_path=tuple(head["search_path"]),
+                schemas=tuple(head["schemas"]),
+            )
+        return self._catalog
+
+    async def width(self, sql: str) -> int | None:
+        """The number of columns the server's result has, prepared read-only (None: it fails)."""
+        try:
+            conn = await self.connect()
+            await self._bounded(conn.execute("BEGIN READ ONLY"))
+            prepared = await self._bounded(conn.prepare(sql))
+            return len(prepared.get_attributes())
+        except (asyncpg.PostgresError, TimeoutError):
+            return None
+        except (asyncpg.InterfaceError, OSError):
+            self._drop()
+            return None
+        finally:
+            await self._settle()
 
     async def connect(self) -> asyncpg.Connection:
         if self.conn is None or self.conn.is_closed():
@@ -295,7 +343,8 @@ async def _replay_file(path: Path, dsn: str) -> Tally:
                 tally.unfinished.append(f"{path.name}:{statement.line} (file budget of {FILE_BUDGET_S:.0f}s)")
                 break
             data = reader.peek_copy_data() if statement.copies_from_stdin else None
-            await _assess(path, statement, data, replayer, tally)
+            if await _assess(path, statement, data, replayer, tally) != "read":
+                replayer.schema_may_change()
             if await replayer.run(statement, data) and data is not None:
                 reader.take_copy_data()
     finally:
@@ -304,7 +353,8 @@ async def _replay_file(path: Path, dsn: str) -> Tally:
     return tally
 
 
-async def _assess(path: Path, statement: CorpusStatement, data: str | None, replayer: Replayer, tally: Tally) -> None:
+async def _assess(path: Path, statement: CorpusStatement, data: str | None, replayer: Replayer, tally: Tally) -> str:
+    """Probe one statement and tally the analyzer's verdict against the server's; the verdict."""
     tally.statements += 1
     where = f"{path.name}:{statement.line}"
     try:
@@ -317,7 +367,7 @@ async def _assess(path: Path, statement: CorpusStatement, data: str | None, repl
         tally.skipped += 1
         if verdict == "read":
             tally.leaks.append(f"{where} (cluster-wide, never probed): {statement.sql[:200]!r}")
-        return
+        return verdict
     # what the pipeline runs for a read is the text itself, so this probe is the governed run too
     sqlstate = await replayer.probe(statement, data)
     if sqlstate == READ_ONLY_VIOLATION:
@@ -337,11 +387,33 @@ async def _assess(path: Path, statement: CorpusStatement, data: str | None, repl
     elif verdict in READ_VERDICTS:
         tally.true_reads += 1
         tally.reads_allowed += verdict == "read"
+        if verdict == "read":
+            await _check_lineage_width(where, statement.sql, replayer, tally)
         if reason:
             tally.refusals[re.sub(r"[`'\"].*", "…", reason)[:70]] += 1
         if reason.startswith(REFUSAL):
             tally.crosscheck_refused += 1
             tally.crosscheck_examples.append(f"{where} [{reason[len(REFUSAL) + 2 :][:80]}]: {statement.sql[:120]!r}")
+    return verdict
+
+
+async def _check_lineage_width(where: str, sql: str, replayer: Replayer, tally: Tally) -> None:
+    """Masking matches output lineage to the result by position: an exact lineage must have as
+    many columns as the server's result (what `*` expands to, USING/NATURAL joins, functions)."""
+    try:
+        catalog = await replayer.catalog()
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        return
+    traced = lineage(analyze(sql, "postgres"), catalog)
+    if not traced.exact:
+        tally.lineage_inexact += 1
+        return
+    width = await replayer.width(sql)
+    if width is None:
+        return
+    tally.lineage_checked += 1
+    if width != len(traced.columns):
+        tally.lineage_mismatches.append(f"{where} [server {width}, lineage {len(traced.columns)}]: {sql[:160]!r}")
 
 
 @pytest.mark.parametrize("file_name", _selected_files())
@@ -379,4 +451,6 @@ def test_corpus_report(capsys: pytest.CaptureFixture[str]) -> None:
             print(f"  stopped early: {line}")
         for line in TOTAL.crosscheck_examples[:30]:
             print(f"  refused by the cross-check: {line}")
+        for line in TOTAL.lineage_mismatches[:30]:
+            print(f"  lineage of another width: {line}")
     assert not TOTAL.leaks, TOTAL.summary()
