@@ -33,6 +33,7 @@ from server.db import open_database
 from server.errors import AuditUnavailable
 from server.identity.http_auth import auth_kwargs
 from server.identity.resolve import resolve_agent
+from server.pii.mask import Masker
 from server.policy.engine import NoPolicyEngine, PolicyEngine
 from server.policy.errors import PolicyError
 from server.policy.reload import PolicyWatcher, load_or_refuse
@@ -67,6 +68,9 @@ class RuntimeHolder:
         engine = load_or_refuse(directory)
         if isinstance(engine, NoPolicyEngine):
             log.error("%s: every call will be refused until the policies in %s validate", engine.reason, directory)
+        # the pii section and the mask key are checked now: a bad one stops start-up, not a query
+        masker = Masker.from_config(self.config.pii, self.config.base_dir)
+        await asyncio.to_thread(masker.warm)
         try:
             store = await open_state_store(self.config.state.dsn, base_dir=self.config.base_dir)
             stack.push_async_callback(store.close)
@@ -85,6 +89,8 @@ class RuntimeHolder:
             recorder=AuditRecorder(store),
             transport=self.transport,
             policy=engine,
+            masker=masker,
+            store=store,
         )
         watcher = self._watch_policies(runtime, directory)
         stack.callback(watcher.stop)

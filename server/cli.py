@@ -64,7 +64,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 #: modules that add their own subcommands: each has `register(commands)`, whose handlers take the
 #: parsed arguments and may call `resolve_config(args.config)`
-_COMMAND_MODULES: tuple[str, ...] = ("server.policy_cli", "server.eval_cli", "server.token_cli")
+_COMMAND_MODULES: tuple[str, ...] = ("server.policy_cli", "server.eval_cli", "server.token_cli", "server.catalog_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

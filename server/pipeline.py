@@ -9,6 +9,7 @@ committed.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -22,6 +23,8 @@ from server.db.base import ExecutionLimits, QueryResult
 from server.errors import ApprovalRequired, BastionError, PolicyDenied, QueryFailed
 from server.identity.agent import Agent, TransportInfo
 from server.identity.resolve import require_tool_scopes, resolve_agent
+from server.pii.mask import MaskingFailed
+from server.pii.plan import MaskedColumn, plan_masks, unmasked_requests
 from server.policy.decision import Decision, Verdict
 from server.policy.engine import AuthorizationRequest, PolicyContext
 from server.policy.requests import statement_actions
@@ -29,6 +32,7 @@ from server.policy.resources import ResolvedTable, resolve_tables
 from server.policy.testing import estimate_unmasked
 from server.runtime import Runtime, UnknownObject
 from server.sql.analyzer import analyze as analyze_sql
+from server.sql.lineage import OutputColumn, lineage
 from server.sql.row_filters import apply_row_filters
 from server.sql.statement import Statement, TableRef
 
@@ -60,6 +64,13 @@ class CallState:
     limits: ExecutionLimits | None = None
     result: QueryResult | None = None
     plan: tuple[str, ...] = ()
+    #: per output column of the statement: the base columns it is computed from
+    lineage: tuple[OutputColumn, ...] = ()
+    #: "schema.table.column" -> entity, for the database called
+    pii: Mapping[str, str] = field(default_factory=dict)
+    #: per result column: what masking did to it
+    masking: tuple[MaskedColumn, ...] = ()
+    masked_cells: tuple[int, ...] = ()
     audit_id: str | None = None
     #: stage name -> milliseconds; filled as stages run (for the benchmark and spans)
     timings: dict[str, float] = field(default_factory=dict, compare=False)
@@ -105,10 +116,11 @@ async def authorize(runtime: Runtime, state: CallState) -> CallState:
     catalog = await runtime.database(state.database).catalog()
     settings = runtime.database_config(state.database)
     tables = resolve_tables(state.statement, catalog, allowed_system_relations=settings.allowed_system_relations)
-    pii = runtime.pii_columns(state.database)
+    pii = await runtime.pii_columns(state.database)
     engine = runtime.policy
     engine.bind(state.database, catalog, pii)
-    unmasked = estimate_unmasked(state.statement, tables, pii)
+    traced = lineage(state.statement, catalog).columns if state.statement.is_read else ()
+    unmasked = unmasked_requests(traced, pii) if traced else _named_pii(state.statement, tables, pii)
     request = AuthorizationRequest(
         agent=state.agent,
         database=state.database,
@@ -116,7 +128,14 @@ async def authorize(runtime: Runtime, state: CallState) -> CallState:
         unmasked=unmasked,
         context=_policy_context(state, runtime, unmasked),
     )
-    return replace(state, tables=tables, decision=engine.authorize(request))
+    return replace(state, tables=tables, decision=engine.authorize(request), lineage=traced, pii=pii)
+
+
+def _named_pii(
+    statement: Statement, tables: tuple[ResolvedTable, ...], pii: Mapping[str, str]
+) -> tuple[tuple[str, str], ...]:
+    """For statements without traced output (writes with RETURNING): every PII column named."""
+    return estimate_unmasked(statement, tables, pii)
 
 
 async def enforce(runtime: Runtime, state: CallState) -> CallState:
@@ -138,13 +157,6 @@ async def enforce(runtime: Runtime, state: CallState) -> CallState:
             hint="Call describe to see what you may do with each table, or explain to check a statement.",
             policy_ids=decision.policy_ids,
         )
-    if decision.masks:
-        # Masking lands with the PII stage; until it does, a result that would need it never leaves.
-        raise PolicyDenied(
-            "this result would contain PII that must be masked for you, and masking is not available.",
-            hint="Leave the PII columns out of the select list.",
-            policy_ids=decision.policy_ids,
-        )
     return state
 
 
@@ -164,9 +176,7 @@ async def rewrite(runtime: Runtime, state: CallState) -> CallState:
     statement = state.statement
     if state.decision.row_filters:
         catalog = await runtime.database(state.database).catalog()
-        tree = apply_row_filters(
-            statement.ast, state.decision.row_filters, dialect=statement.dialect, catalog=catalog
-        )
+        tree = apply_row_filters(statement.ast, state.decision.row_filters, dialect=statement.dialect, catalog=catalog)
         sql = tree.sql(dialect=statement.dialect)
     else:
         sql = regenerated_sql(statement.sql, statement.dialect)
@@ -183,6 +193,37 @@ async def execute(runtime: Runtime, state: CallState) -> CallState:
     else:
         result = await database.execute_write(state.sql_to_run, state.limits)
     return replace(state, result=result)
+
+
+#: results larger than this many cells are masked off the event loop, so other calls keep flowing
+_MASK_INLINE_CELLS = 4_000
+
+
+async def mask(runtime: Runtime, state: CallState) -> CallState:
+    """Mask every value derived from PII the agent may not read unmasked; scan free text and what
+    lineage could not trace. Fails closed: no masker, or any fault, and no data leaves."""
+    result, decision = state.result, state.decision
+    assert result is not None and decision is not None
+    if not result.columns:
+        return state
+    if runtime.masker is None:
+        raise MaskingFailed("masking is not available, so no data was returned.")
+    traced = tuple(state.lineage)
+    if len(traced) != len(result.columns):
+        traced = tuple(OutputColumn(c.name, frozenset(), True, True) for c in result.columns)
+    plans, described = plan_masks(traced, state.pii, decision, runtime.masker.operators)
+    if not any(p is not None and p.active for p in plans):
+        return replace(state, masking=tuple(described), masked_cells=(0,) * len(plans))
+    if len(result.rows) * len(result.columns) > _MASK_INLINE_CELLS:
+        masked = await asyncio.to_thread(runtime.masker.mask, result.columns, result.rows, plans)
+    else:
+        masked = runtime.masker.mask(result.columns, result.rows, plans)
+    return replace(
+        state,
+        result=replace(result, rows=masked.rows),
+        masking=tuple(described),
+        masked_cells=tuple(masked.masked_cells),
+    )
 
 
 async def plan(runtime: Runtime, state: CallState) -> CallState:
@@ -211,7 +252,7 @@ async def lookup(runtime: Runtime, state: CallState) -> CallState:
     return replace(state, tables=(ResolvedTable(TableRef(info.name, info.schema), info),))
 
 
-QUERY: tuple[Stage, ...] = (identify, scopes, analyze, authorize, enforce, rewrite, execute)
+QUERY: tuple[Stage, ...] = (identify, scopes, analyze, authorize, enforce, rewrite, execute, mask)
 EXPLAIN: tuple[Stage, ...] = (identify, scopes, analyze, authorize, rewrite, plan)
 DESCRIBE: tuple[Stage, ...] = (identify, scopes, lookup)
 

@@ -8,16 +8,20 @@ assignment, atomic for readers).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from server.audit.recorder import AuditRecorder
 from server.config import BastionConfig, DatabaseConfig, resolve_path
-from server.db.base import Database, ExecutionLimits
+from server.db.base import Catalog, Database, ExecutionLimits
 from server.errors import BastionError
+from server.pii.catalog_scan import classify_catalog
+from server.pii.mask import Masker
 from server.policy.engine import NoPolicyEngine, PolicyEngine
 from server.policy.schema import SHIPPED_POLICIES
+from server.store import StateStore
 
 
 class UnknownDatabase(BastionError):
@@ -32,19 +36,6 @@ def policy_directory(config: BastionConfig) -> Path:
     return resolve_path(config, config.policies) if config.policies else SHIPPED_POLICIES
 
 
-def configured_pii(config: BastionConfig, database: str) -> dict[str, str]:
-    """`pii.columns` overrides that name columns of `database`, keyed "schema.table.column";
-    entity NONE means "not PII" and is left out."""
-    found: dict[str, str] = {}
-    for key, entity in config.pii.columns.items():
-        parts = key.split(".")
-        if len(parts) == 4 and parts[0] == database:
-            parts = parts[1:]
-        if len(parts) == 3 and entity.upper() != "NONE":
-            found[".".join(parts)] = entity
-    return found
-
-
 @dataclass
 class Runtime:
     config: BastionConfig
@@ -52,8 +43,11 @@ class Runtime:
     recorder: AuditRecorder
     transport: str = "stdio"
     policy: PolicyEngine | NoPolicyEngine = field(default_factory=lambda: NoPolicyEngine("policies not loaded"))
-    #: per database: "schema.table.column" -> PII entity
-    pii: dict[str, Mapping[str, str]] = field(default_factory=dict)
+    masker: Masker | None = None
+    store: StateStore | None = None
+    #: per database: the catalog snapshot classified, and "schema.table.column" -> PII entity
+    pii: dict[str, tuple[Catalog, Mapping[str, str]]] = field(default_factory=dict)
+    _pii_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def database_name(self, requested: str | None) -> str:
         name = requested or self.config.default_database
@@ -68,11 +62,30 @@ class Runtime:
     def database_config(self, name: str) -> DatabaseConfig:
         return self.config.databases[self.database_name(name)]
 
-    def pii_columns(self, database: str) -> Mapping[str, str]:
-        known = self.pii.get(database)
-        if known is None:
-            known = self.pii[database] = configured_pii(self.config, database)
-        return known
+    async def pii_columns(self, database: str) -> Mapping[str, str]:
+        """Every PII column of `database` ("schema.table.column" -> entity, FREE_TEXT included):
+        classified once per catalog snapshot (stored results reused, new columns sampled), with the
+        `pii.columns` overrides applied."""
+        name = self.database_name(database)
+        catalog = await self.database(name).catalog()
+        known = self.pii.get(name)
+        if known is not None and known[0] is catalog:
+            return known[1]
+        lock = self._pii_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            known = self.pii.get(name)
+            if known is not None and known[0] is catalog:
+                return known[1]
+            classified = await classify_catalog(
+                self.database(name), catalog, self.config.pii, self.store, base_dir=self.config.base_dir
+            )
+            mapping = {
+                f"{schema}.{table}.{column}": found.entity
+                for (schema, table, column), found in classified.items()
+                if found.entity
+            }
+            self.pii[name] = (catalog, mapping)
+            return mapping
 
     def limits(self, name: str, *, max_rows: int | None = None) -> ExecutionLimits:
         settings = self.database_config(name)

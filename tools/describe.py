@@ -40,10 +40,10 @@ def _context(state: CallState) -> PolicyContext:
     )
 
 
-def _overview(runtime: Runtime, state: CallState, catalog: Catalog) -> dict[str, Any]:
+async def _overview(runtime: Runtime, state: CallState, catalog: Catalog) -> dict[str, Any]:
     assert state.database is not None and state.agent is not None
     engine = runtime.policy
-    engine.bind(state.database, catalog, runtime.pii_columns(state.database))
+    engine.bind(state.database, catalog, await runtime.pii_columns(state.database))
     context = _context(state)
     schemas: dict[str, list[dict[str, Any]]] = {}
     for (schema, _name), info in sorted(catalog.tables.items()):
@@ -62,9 +62,9 @@ def _overview(runtime: Runtime, state: CallState, catalog: Catalog) -> dict[str,
     }
 
 
-def _table_detail(runtime: Runtime, state: CallState, info: TableInfo, catalog: Catalog) -> dict[str, Any]:
+async def _table_detail(runtime: Runtime, state: CallState, info: TableInfo, catalog: Catalog) -> dict[str, Any]:
     assert state.database is not None and state.agent is not None
-    pii = runtime.pii_columns(state.database)
+    pii = await runtime.pii_columns(state.database)
     runtime.policy.bind(state.database, catalog, pii)
     entities = {column.name: pii.get(f"{info.qualified}.{column.name}", "") for column in info.columns}
     permissions = table_permissions(
@@ -132,9 +132,9 @@ async def describe(
         assert state.database is not None
         catalog = await runtime.database(state.database).catalog()
         if state.tables and state.tables[0].info is not None:
-            payload = _table_detail(runtime, state, state.tables[0].info, catalog)
+            payload = await _table_detail(runtime, state, state.tables[0].info, catalog)
         else:
-            payload = _overview(runtime, state, catalog)
+            payload = await _overview(runtime, state, catalog)
     except BastionError as error:
         return tool_error(error)
     text, content = structured(payload)

@@ -11,7 +11,7 @@ from typing_extensions import TypedDict
 
 from server.encoding import encode_rows
 from server.errors import BastionError
-from server.pipeline import QUERY, ToolCall, run
+from server.pipeline import QUERY, CallState, ToolCall, run
 from tools.boundary import call_was_audited, runtime_of, structured, tool_error, transport_info
 
 DESCRIPTION = """Run one SQL statement (a read) against a governed database and get the rows back.
@@ -27,6 +27,9 @@ class OutputColumn(TypedDict):
     type: str
     masked: bool
     pii_entity: str | None
+    #: how the values were masked: an operator (hash, partial, redact, null), "scan" when only the
+    #: personal data found inside free text was replaced, or None
+    mask: str | None
 
 
 class QueryDecision(TypedDict):
@@ -45,6 +48,27 @@ class QueryOutput(TypedDict):
     truncated: bool
     decision: QueryDecision
     audit_id: str
+
+
+def _columns(state: CallState) -> list[dict[str, Any]]:
+    result = state.result
+    assert result is not None
+    masking = state.masking if len(state.masking) == len(result.columns) else ()
+    columns = []
+    for index, column in enumerate(result.columns):
+        described = masking[index] if masking else None
+        cells = state.masked_cells[index] if index < len(state.masked_cells) else 0
+        operator = described.operator if described else None
+        columns.append(
+            {
+                "name": column.name,
+                "type": column.type_name,
+                "masked": bool(operator and (operator != "scan" or cells)),
+                "pii_entity": described.pii_entity if described else None,
+                "mask": operator if operator != "scan" or cells else None,
+            }
+        )
+    return columns
 
 
 async def query(
@@ -78,10 +102,7 @@ async def query(
     assert result is not None and decision is not None and state.database is not None
     payload: dict[str, Any] = {
         "database": state.database,
-        "columns": [
-            {"name": column.name, "type": column.type_name, "masked": False, "pii_entity": None}
-            for column in result.columns
-        ],
+        "columns": _columns(state),
         "rows": encode_rows(result.rows),
         "row_count": result.row_count,
         "truncated": result.truncated,

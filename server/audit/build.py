@@ -84,6 +84,13 @@ def event_for(state: CallState, error: BastionError | None, *, duration_ms: floa
         tables=tuple(t.qualified for t in state.tables)
         or (tuple(t.qualified for t in statement.tables) if statement else ()),
         columns=tuple(sorted({c.name for c in statement.columns})) if statement else (),
+        pii_columns=tuple(sorted({s for c in state.lineage for s in c.revealed if s in state.pii})),
+        masked_columns=tuple(sorted({s for m in state.masking for s in m.sources})),
+        masked_cells={
+            column.name: count for column, count in zip(result.columns, state.masked_cells, strict=False) if count
+        }
+        if result is not None and state.masked_cells
+        else {},
         policy_ids=policy_ids,
         policy_version=decision.policy_version if decision else None,
         reasons=reasons,

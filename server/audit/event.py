@@ -39,6 +39,8 @@ class AuditEvent:
     columns: tuple[str, ...] = ()
     pii_columns: tuple[str, ...] = ()
     masked_columns: tuple[str, ...] = ()
+    #: result column name -> cells masked in it (counts only, never values)
+    masked_cells: dict[str, int] = field(default_factory=dict)
     policy_ids: tuple[str, ...] = ()
     policy_version: str | None = None
     reasons: tuple[str, ...] = ()

@@ -32,7 +32,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.config import PiiConfig
 from server.db.base import ResultColumn
@@ -47,6 +47,9 @@ from server.pii.operators import (
     RedactOperator,
     UnknownOperator,
 )
+
+if TYPE_CHECKING:
+    from server.pii.scan import Scanner
 
 #: integers below this cannot be a card, phone or SSN written without separators worth scanning
 _SCAN_INT_MIN = 10_000_000
@@ -79,10 +82,10 @@ class MaskedResult:
 class Masker:
     """Operators and the scanner for one configuration; shared by every call, safe across tasks."""
 
-    def __init__(self, operators: OperatorSet, scanner_factory: Callable[[], Any]) -> None:
+    def __init__(self, operators: OperatorSet, scanner_factory: Callable[[], Scanner]) -> None:
         self.operators = operators
         self._scanner_factory = scanner_factory
-        self._scanner: Any = None
+        self._scanner: Scanner | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -94,7 +97,7 @@ class Masker:
         engine_settings(config, base_dir)  # phone regions and NER model directory checked now
         operators = OperatorSet(config, key or load_mask_key(config, base_dir))
 
-        def build_scanner() -> Any:
+        def build_scanner() -> Scanner:
             from server.pii.engine import get_engine
             from server.pii.scan import Scanner
 
@@ -103,12 +106,15 @@ class Masker:
         return cls(operators, build_scanner)
 
     @property
-    def scanner(self) -> Any:
-        if self._scanner is None:
+    def scanner(self) -> Scanner:
+        """Built on first use (the engine takes about a second), once, even across threads."""
+        scanner = self._scanner
+        if scanner is None:
             with self._lock:
-                if self._scanner is None:
-                    self._scanner = self._scanner_factory()
-        return self._scanner
+                scanner = self._scanner
+                if scanner is None:
+                    scanner = self._scanner = self._scanner_factory()
+        return scanner
 
     def warm(self) -> None:
         """Build the detection engine now (about a second), e.g. in the server's lifespan."""

@@ -98,18 +98,16 @@ def id_context(text: str, start: int) -> bool:
     tail = text[max(0, start - 30) : start].rstrip(" \t:.-")
     if tail.endswith("#"):
         return True
-    for _ in range(2):
-        end = len(tail)
-        begin = end
-        while begin and tail[begin - 1].isalpha():
-            begin -= 1
-        word = tail[begin:end].lower()
-        if word in _ID_WORDS:
-            return True
-        if word not in _NUMBER_WORDS:
-            return False
-        tail = tail[:begin].rstrip(" \t:.-#")
-    return False
+    words = _LETTERS.findall(tail)
+    if not words or not tail.endswith(words[-1]):
+        return False
+    last = words[-1].lower()
+    if last in _ID_WORDS:
+        return True
+    if last not in _NUMBER_WORDS or len(words) < 2:
+        return False
+    before = tail[: len(tail) - len(words[-1])].rstrip(" \t:.-#")
+    return before.endswith(words[-2]) and words[-2].lower() in _ID_WORDS
 
 
 @functools.lru_cache(maxsize=8192)

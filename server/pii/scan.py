@@ -180,7 +180,7 @@ class Scanner:
             windows = [w for w in (_around(text, s, e) for s, e, d in clusters if d >= 9) if _SSN_GATE.search(text, *w)]
             if windows:
                 _collect(spans, self._ssn, text, windows, US_SSN)
-            if SSN_WORDS.search(text):
+            if any(SSN_WORDS.search(text, max(0, s - 30), s) for s, _, d in clusters if d >= 9):
                 spans.extend((s, e, score, US_SSN) for s, e, score in self._ssn_context(text))
         taken = [(start, end) for start, end, _, _ in spans] if spans else ()
         threshold = self.threshold
@@ -267,7 +267,7 @@ def _scan_gates(joined: str, owners: list[int], starts: list[int], hits: dict[in
         elif first == ":":
             hit.ip = True
         else:
-            if start >= 2 and joined[start - 2 : start].isupper() and joined[start - 2 : start].isalpha():
+            if start >= 2 and "A" <= joined[start - 1] <= "Z" and "A" <= joined[start - 2] <= "Z":
                 hit.iban = True  # DE89..., GB29 NWBK...
             matched = match.group()
             digits = len(matched.translate(_DROP_SEPARATORS))

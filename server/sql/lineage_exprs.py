@@ -84,6 +84,12 @@ class Expressions:
                     outputs.append(UNTRACED)
                 else:
                     outputs.extend(star)
+            elif isinstance(item, exp.Dot) and isinstance(item.expression, exp.Star):
+                # (composite).* expands into the fields of a type the catalog does not describe
+                self.exact = False
+                acc = self.expr(item.this, scope)
+                acc.untraced = True
+                outputs.append(acc.col("?column?"))
             else:
                 outputs.append(self.expr(item, scope).col(self._output_name(item, scope)))
         return outputs

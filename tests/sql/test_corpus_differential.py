@@ -215,8 +215,8 @@ class Replayer:
             await self._bounded(conn.execute("BEGIN READ ONLY"))
             prepared = await self._bounded(conn.prepare(sql))
             return len(prepared.get_attributes())
-        except (asyncpg.PostgresError, TimeoutError):
-            return None
+        except (asyncpg.PostgresError, asyncpg.exceptions.InternalClientError, TimeoutError):
+            return None  # the client cannot describe some results (types it cannot resolve)
         except (asyncpg.InterfaceError, OSError):
             self._drop()
             return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -268,7 +269,7 @@ def test_cross_check_cost_is_small() -> None:
 
 
 @pytest.fixture(scope="module")
-async def conn(scratch_db: ScratchDatabase) -> asyncpg.Connection:
+async def conn(scratch_db: ScratchDatabase) -> AsyncIterator[asyncpg.Connection]:
     # no statement cache, as Bastion's pools: a statement prepared under one setting keeps its parse
     connection = await asyncpg.connect(
         scratch_db.admin_dsn, server_settings=REQUIRED_SESSION_SETTINGS, statement_cache_size=0

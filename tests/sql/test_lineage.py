@@ -309,6 +309,11 @@ def test_what_cannot_be_traced_is_marked_so_never_raised() -> None:
     rows = lineage(analyze("SELECT * FROM customers c, unnest(c.data) u", "postgres"), CATALOG)
     assert not rows.exact
     assert lineage(analyze("SELECT u FROM customers c, unnest(c.data) u", "postgres"), CATALOG).exact
+    # (composite).* expands into fields the catalog does not describe
+    fields = lineage(
+        analyze("SELECT (jsonb_populate_record(NULL::customers, data)).* FROM customers", "postgres"), CATALOG
+    )
+    assert not fields.exact and fields.columns[0].untraced and fields.columns[0].sources == {"public.customers.data"}
 
 
 def test_aligned_trusts_an_exact_lineage_of_the_right_width_only() -> None:

@@ -58,6 +58,8 @@ def make_event(n: int = 1, **changes: Any) -> AuditEvent:
         groups=("analytics", "readers"),
         on_behalf_of="alice@example.com",
         auth_method="stdio",
+        token_jti="jti-123",
+        token_sub="user-42",
         arguments={"sql": "SELECT name FROM customers WHERE city = 'Zürich'", "max_rows": 10, "x": [1, None]},
         purpose="weekly churn report",
         conversation_id="conv-42",

@@ -29,7 +29,12 @@ async def test_a_read_returns_rows_columns_and_the_decision(client: Client) -> N
     data = result.structured_content
     assert [c["name"] for c in data["columns"]] == ["id", "full_name", "country"]
     assert data["columns"][0]["type"] in ("int4", "integer")
-    assert data["rows"] == [[1, "Customer 1", "FR"], [2, "Customer 2", "US"], [3, "Customer 3", "JP"]]
+    assert [row[0] for row in data["rows"]] == [1, 2, 3] and [row[2] for row in data["rows"]] == ["FR", "US", "JP"]
+    # full_name is classified PERSON from its name; the default policy masks it with the hash operator
+    name = data["columns"][1]
+    assert name["masked"] is True and name["pii_entity"] == "PERSON" and name["mask"] == "hash"
+    assert all(row[1].startswith("name:") and "Customer" not in row[1] for row in data["rows"])
+    assert data["columns"][2]["masked"] is False
     assert data["row_count"] == 3 and data["truncated"] is False
     assert data["decision"]["verdict"] == "allow" and data["audit_id"]
 
@@ -65,8 +70,8 @@ async def test_update_without_approval_is_refused_with_a_hint(client: Client) ->
     result = await query(client, "UPDATE customers SET email = 'x' WHERE id = 1")
     assert result.is_error and text(result).startswith("Needs approval:")
     assert "request_approval" in text(result)
-    unchanged = await query(client, "SELECT email FROM customers WHERE id = 1")
-    assert unchanged.structured_content["rows"] == [["customer1@example.com"]]
+    unchanged = await query(client, "SELECT count(*) FROM customers WHERE email = 'customer1@example.com'")
+    assert unchanged.structured_content["rows"] == [[1]]
 
 
 async def test_stacked_statements_are_refused(client: Client) -> None:
