@@ -390,8 +390,11 @@ async def _run_transcript(transcript: Transcript, options: ReplayOptions, report
         elif options.url is None:
             if transcript.header.fixture is None:
                 raise ReplayError("the transcript names no fixture: add a header with one, or pass --config")
-            sql_file = find_file(transcript.header.fixture, path, kind="fixture", default_dir=FIXTURES_DIR)
-            database = await stack.enter_async_context(fixture_database(sql_file.read_text("utf-8"), options.admin()))
+            sql = "\n".join(
+                find_file(name, path, kind="fixture", default_dir=FIXTURES_DIR).read_text("utf-8")
+                for name in transcript.header.fixture
+            )
+            database = await stack.enter_async_context(fixture_database(sql, options.admin()))
             state_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="bastion-eval-"))
             config = fixture_config(transcript, database.app_dsn, state_dir, policies)
             reference_dsn = database.admin_dsn

@@ -107,7 +107,8 @@ class Call:
 
 @dataclass(frozen=True)
 class Header:
-    fixture: str | None = None
+    #: fixture SQL files, loaded in order into one database
+    fixture: tuple[str, ...] | None = None
     policies: str | None = None
     database: str = "main"
     config: dict[str, Any] = field(default_factory=dict)
@@ -240,7 +241,13 @@ def _header(data: dict[str, Any]) -> Header:
     body = _mapping(data["header"], "header")
     _unknown(body, HEADER_KEYS, "header")
     return Header(
-        fixture=_text(body.get("fixture"), "header.fixture"),
+        fixture=(
+            None
+            if body.get("fixture") is None
+            else (_text(body["fixture"], "header.fixture"),)
+            if isinstance(body["fixture"], str)
+            else _strings(body["fixture"], "header.fixture")
+        ),
         policies=_text(body.get("policies"), "header.policies"),
         database=_text(body.get("database", "main"), "header.database", optional=False) or "main",
         config=_mapping(body.get("config", {}), "header.config"),

@@ -26,6 +26,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 import server
+from server.approvals.http_api import ApprovalsHttpApi
+from server.approvals.service import start_approvals
 from server.audit.event import AuditEvent
 from server.audit.recorder import AuditRecorder
 from server.config import BastionConfig
@@ -39,9 +41,11 @@ from server.policy.errors import PolicyError
 from server.policy.reload import PolicyWatcher, load_or_refuse
 from server.runtime import Runtime, policy_directory
 from server.store import open_state_store
+from tools import approval_status as approval_status_tool
 from tools import describe as describe_tool
 from tools import explain as explain_tool
 from tools import query as query_tool
+from tools import request_approval as request_approval_tool
 from tools.boundary import call_was_audited, transport_info_of
 
 log = logging.getLogger(__name__)
@@ -94,6 +98,8 @@ class RuntimeHolder:
         )
         watcher = self._watch_policies(runtime, directory)
         stack.callback(watcher.stop)
+        approvals = await start_approvals(runtime)  # decision waiters and the webhook notifier
+        stack.push_async_callback(approvals.close)
         self._stack = stack
         return runtime
 
@@ -242,6 +248,21 @@ def build_server(config: BastionConfig, *, transport: str = "stdio") -> MCPServe
         description=explain_tool.DESCRIPTION,
         annotations=read_only,
     )
+
+    mcp.add_tool(
+        request_approval_tool.request_approval,
+        title="Request a human's approval",
+        description=request_approval_tool.DESCRIPTION,
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=True),
+    )
+    mcp.add_tool(
+        approval_status_tool.approval_status,
+        title="Approval status",
+        description=approval_status_tool.DESCRIPTION,
+        annotations=read_only,
+    )
+    for path, methods, endpoint in ApprovalsHttpApi(holder).routes():  # the approver's HTTP API
+        mcp.custom_route(path, methods=methods)(endpoint)
 
     @mcp.custom_route("/healthz", methods=["GET"])
     async def healthz(_: Request) -> JSONResponse:

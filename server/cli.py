@@ -55,16 +55,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(DEMO_DIR, rebuild=not args.keep))
 
 
-def _cmd_audit(args: argparse.Namespace) -> int:
-    from server import audit_cli
-
-    config, _ = resolve_config(args.config)
-    return asyncio.run(audit_cli.run(config, args))
-
-
 #: modules that add their own subcommands: each has `register(commands)`, whose handlers take the
 #: parsed arguments and may call `resolve_config(args.config)`
-_COMMAND_MODULES: tuple[str, ...] = ("server.policy_cli", "server.eval_cli", "server.token_cli", "server.catalog_cli")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "server.audit_cli",
+    "server.policy_cli",
+    "server.eval_cli",
+    "server.token_cli",
+    "server.catalog_cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,18 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="HTTP/SSE bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="HTTP/SSE port (default 8000)")
     serve.set_defaults(handler=_cmd_serve)
-
-    audit = commands.add_parser("audit", help="read and export the audit trail")
-    audit.add_argument("--config", help="bastion.yaml (default: $BASTION_CONFIG, ./bastion.yaml, the demo)")
-    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    tail = audit_commands.add_parser("tail", help="show the latest events as a table")
-    tail.add_argument("-n", "--lines", type=int, default=20, help="how many events (default 20)")
-    export = audit_commands.add_parser("export", help="print events, one JSON object a line")
-    export.add_argument("--format", choices=("jsonl",), default="jsonl")
-    export.add_argument("--since", help="ISO date or time (UTC when no zone is given)")
-    export.add_argument("--until", help="ISO date or time (UTC when no zone is given)")
-    audit_commands.add_parser("verify", help="recompute the hash chain and report the first broken link")
-    audit.set_defaults(handler=_cmd_audit)
 
     import importlib
 

@@ -22,9 +22,11 @@ _PASSTHROUGH: frozenset[type] = frozenset({str, int, bool, type(None)})
 def _decimal(value: decimal.Decimal) -> Any:
     """A JSON number when a double holds it exactly enough (15 significant digits), else a string,
     so 12345678901234567890.123 is not silently rounded."""
-    if not value.is_finite():
-        return str(value)
-    return float(value) if len(value.as_tuple().digits) <= 15 else str(value)
+    text = str(value)
+    if "E" in text or not value.is_finite():
+        return float(value) if value.is_finite() and len(value.as_tuple().digits) <= 15 else text
+    digits = len(text) - (text[0] == "-") - ("." in text)
+    return float(text) if digits <= 15 else text
 
 
 def _float(value: float) -> Any:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from server.approvals import gate as approvals
+from server.approvals.model import Approval
 from server.audit.build import event_for
 from server.db.base import ExecutionLimits, QueryResult
 from server.errors import ApprovalRequired, BastionError, PolicyDenied, QueryFailed
@@ -32,9 +34,10 @@ from server.policy.resources import ResolvedTable, resolve_tables
 from server.policy.testing import estimate_unmasked
 from server.runtime import Runtime, UnknownObject
 from server.sql.analyzer import analyze as analyze_sql
-from server.sql.lineage import OutputColumn, lineage
+from server.sql.lineage import OutputColumn, OutputLineage, lineage
 from server.sql.row_filters import apply_row_filters
 from server.sql.statement import Statement, TableRef
+from server.sql.usercode import refuse_user_code
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +67,17 @@ class CallState:
     limits: ExecutionLimits | None = None
     result: QueryResult | None = None
     plan: tuple[str, ...] = ()
-    #: per output column of the statement: the base columns it is computed from
-    lineage: tuple[OutputColumn, ...] = ()
+    #: the base columns each output column is computed from (None: not traced)
+    lineage: OutputLineage | None = None
     #: "schema.table.column" -> entity, for the database called
     pii: Mapping[str, str] = field(default_factory=dict)
     #: per result column: what masking did to it
     masking: tuple[MaskedColumn, ...] = ()
     masked_cells: tuple[int, ...] = ()
+    #: what authorize asked the policies (the approve stage asks again with approved = true)
+    authorization: AuthorizationRequest | None = None
+    #: the approval this call requested, checked or used (server/approvals)
+    approval: Approval | None = None
     audit_id: str | None = None
     #: stage name -> milliseconds; filled as stages run (for the benchmark and spans)
     timings: dict[str, float] = field(default_factory=dict, compare=False)
@@ -119,8 +126,9 @@ async def authorize(runtime: Runtime, state: CallState) -> CallState:
     pii = await runtime.pii_columns(state.database)
     engine = runtime.policy
     engine.bind(state.database, catalog, pii)
-    traced = lineage(state.statement, catalog).columns if state.statement.is_read else ()
-    unmasked = unmasked_requests(traced, pii) if traced else _named_pii(state.statement, tables, pii)
+    traced = lineage(state.statement, catalog) if _returns_rows(state.statement) else None
+    refuse_user_code(state.statement, catalog, traced)
+    unmasked = unmasked_requests(traced.columns, pii) if traced else _named_pii(state.statement, tables, pii)
     request = AuthorizationRequest(
         agent=state.agent,
         database=state.database,
@@ -128,7 +136,13 @@ async def authorize(runtime: Runtime, state: CallState) -> CallState:
         unmasked=unmasked,
         context=_policy_context(state, runtime, unmasked),
     )
-    return replace(state, tables=tables, decision=engine.authorize(request), lineage=traced, pii=pii)
+    return replace(
+        state, tables=tables, decision=engine.authorize(request), lineage=traced, pii=pii, authorization=request
+    )
+
+
+def _returns_rows(statement: Statement) -> bool:
+    return statement.is_read or statement.kind.is_write
 
 
 def _named_pii(
@@ -208,9 +222,12 @@ async def mask(runtime: Runtime, state: CallState) -> CallState:
         return state
     if runtime.masker is None:
         raise MaskingFailed("masking is not available, so no data was returned.")
-    traced = tuple(state.lineage)
-    if len(traced) != len(result.columns):
-        traced = tuple(OutputColumn(c.name, frozenset(), True, True) for c in result.columns)
+    if state.lineage is not None:
+        traced = state.lineage.aligned(len(result.columns))
+    else:
+        # nothing traced: every value may carry any PII column of the tables touched
+        sources = frozenset(key for key in state.pii if any(key.startswith(f"{t.qualified}.") for t in state.tables))
+        traced = tuple(OutputColumn(c.name, sources, True, True, sources) for c in result.columns)
     plans, described = plan_masks(traced, state.pii, decision, runtime.masker.operators)
     if not any(p is not None and p.active for p in plans):
         return replace(state, masking=tuple(described), masked_cells=(0,) * len(plans))
@@ -252,7 +269,20 @@ async def lookup(runtime: Runtime, state: CallState) -> CallState:
     return replace(state, tables=(ResolvedTable(TableRef(info.name, info.schema), info),))
 
 
-QUERY: tuple[Stage, ...] = (identify, scopes, analyze, authorize, enforce, rewrite, execute, mask)
+# approvals.approve: a named approval_id turns approval_required into allow (server/approvals/gate.py);
+# approvals.consume: spends it, atomically, right before execute
+QUERY: tuple[Stage, ...] = (
+    identify,
+    scopes,
+    analyze,
+    authorize,
+    approvals.approve,
+    enforce,
+    rewrite,
+    approvals.consume,
+    execute,
+    mask,
+)
 EXPLAIN: tuple[Stage, ...] = (identify, scopes, analyze, authorize, rewrite, plan)
 DESCRIBE: tuple[Stage, ...] = (identify, scopes, lookup)
 
@@ -277,7 +307,7 @@ async def run(runtime: Runtime, call: ToolCall, stages: tuple[Stage, ...]) -> Ca
             hint="Try again; if it persists, tell the operator (the server log has the details).",
         )
     audit_started = time.perf_counter()
-    event = event_for(state, error, duration_ms=(audit_started - started) * 1000)
+    event = approvals.audit_approval(event_for(state, error, duration_ms=(audit_started - started) * 1000), state)
     await runtime.recorder.record(event)
     state.timings["audit"] = (time.perf_counter() - audit_started) * 1000
     if error is not None:

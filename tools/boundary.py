@@ -17,13 +17,10 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, TextContent
 
+from server.audit.context import prompt_context
 from server.errors import BastionError
 from server.identity.agent import ClientInfo, TransportInfo
 from server.runtime import Runtime
-
-#: keys the MCP protocol itself puts in `_meta`; recorded as client info, not as prompt context
-_PROTOCOL_META_PREFIX = "io.modelcontextprotocol/"
-MAX_META_BYTES = 8_192
 
 _session_ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
@@ -58,20 +55,9 @@ def _client_info(rctx: ServerRequestContext[Any, Any]) -> ClientInfo:
 
 
 def _request_meta(rctx: ServerRequestContext[Any, Any]) -> dict[str, Any]:
-    """The client's `_meta` minus protocol keys, JSON-safe and capped in size."""
-    meta = rctx.meta or {}
-    kept: dict[str, Any] = {}
-    for key, value in dict(meta).items():
-        if str(key).startswith(_PROTOCOL_META_PREFIX):
-            continue
-        try:
-            json.dumps(value)
-            kept[str(key)] = value
-        except (TypeError, ValueError):
-            kept[str(key)] = str(value)[:256]
-    if len(json.dumps(kept)) > MAX_META_BYTES:
-        return {"_truncated": True, "keys": sorted(kept)[:50]}
-    return kept
+    """The client's `_meta` as the audit event keeps it: protocol keys removed, values capped, the
+    whole size-capped with a marker (server/audit/context.py; the keys are listed in docs/audit.md)."""
+    return prompt_context(rctx.meta)
 
 
 def transport_info_of(rctx: ServerRequestContext[Any, Any], transport: str) -> TransportInfo:

@@ -41,7 +41,8 @@ POINT_LOOKUP = "SELECT id, full_name, email, country FROM customers WHERE id = 4
 JOIN_AGGREGATE = """SELECT c.country, p.category, count(*) AS orders, sum(o.quantity * p.price) AS revenue
 FROM orders o JOIN customers c ON c.id = o.customer_id JOIN products p ON p.id = o.product_id
 WHERE o.ordered_at >= date '2026-03-01' GROUP BY c.country, p.category ORDER BY revenue DESC"""
-SCAN_10K = (
+SCAN_10K = "SELECT id, country, segment, created_at, score, active FROM customers WHERE id <= 10000"
+SCAN_10K_PII = (
     "SELECT id, full_name, email, country, segment, created_at, score, active, notes FROM customers WHERE id <= 10000"
 )
 SCAN_1K_9COLS = (

@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from server.audit.context import conversation_id
 from server.audit.event import AuditEvent
 from server.errors import ApprovalRequired, BastionError, PolicyDenied, SQLRejected
 
@@ -78,13 +79,16 @@ def event_for(state: CallState, error: BastionError | None, *, duration_ms: floa
         token_sub=agent.subject if agent else None,
         arguments=_capped_arguments(dict(call.arguments)),
         purpose=call.purpose,
+        conversation_id=conversation_id(transport.request_meta),
         request_meta=dict(transport.request_meta),
         database=state.database or call.database,
         statement_kind=statement.kind.value if statement else None,
         tables=tuple(t.qualified for t in state.tables)
         or (tuple(t.qualified for t in statement.tables) if statement else ()),
         columns=tuple(sorted({c.name for c in statement.columns})) if statement else (),
-        pii_columns=tuple(sorted({s for c in state.lineage for s in c.revealed if s in state.pii})),
+        pii_columns=tuple(
+            sorted({s for c in (state.lineage.columns if state.lineage else ()) for s in c.revealed if s in state.pii})
+        ),
         masked_columns=tuple(sorted({s for m in state.masking for s in m.sources})),
         masked_cells={
             column.name: count for column, count in zip(result.columns, state.masked_cells, strict=False) if count

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -135,38 +135,75 @@ def verify_chain(
     events are pruned. `head`, when given (the store's recorded chain head), must be the last event,
     which catches a deleted tail that the links alone cannot show.
     """
+
+    def recompute(stored: StoredEvent) -> str | None:
+        try:
+            return chain_hash(stored.event, stored.sequence, stored.prev_hash)
+        except (TypeError, ValueError):  # e.g. NaN written into a record: not what was hashed
+            return None
+
+    return _walk(((s.sequence, s.prev_hash, s.hash, s) for s in events), recompute, start, head)
+
+
+#: one stored row as the store holds it: sequence, previous hash, hash, the record's JSON text
+StoredRow = tuple[int, str, str, str]
+
+
+def row_hash(sequence: int, prev_hash: str, record_text: str) -> str | None:
+    """The hash a stored row must carry, recomputed from its record text without building the event:
+    parse, drop the empty fields, re-encode canonically, link. Any change to what the record says
+    changes the canonical encoding; None when the text is not a JSON object at all."""
+    try:
+        record = json.loads(record_text)
+        if not isinstance(record, dict):
+            return None
+        return link_hash(canonical_json(hashed_form(record)), sequence, prev_hash)
+    except (TypeError, ValueError):
+        return None
+
+
+def verify_rows(
+    rows: Iterable[StoredRow], *, start: ChainHead | None = None, head: ChainHead | None = None
+) -> BrokenLink | None:
+    """`verify_chain` over raw stored rows: the same links and messages, about twice as fast, since no
+    event object is built; what `bastion audit verify` runs over a trail of millions."""
+    return _walk(((r[0], r[1], r[2], r) for r in rows), lambda r: row_hash(r[0], r[1], r[3]), start, head)
+
+
+def _walk(
+    links: Iterable[tuple[int, str, str, Any]],
+    recompute: Callable[[Any], str | None],
+    start: ChainHead | None,
+    head: ChainHead | None,
+) -> BrokenLink | None:
     start = start or ChainHead(0, GENESIS_HASH)
     expected_sequence = start.sequence + 1
     expected_prev = start.hash
-    for stored in events:
-        if stored.sequence != expected_sequence:
-            if stored.sequence > expected_sequence:
+    for sequence, prev_hash, hash_, item in links:
+        if sequence != expected_sequence:
+            if sequence > expected_sequence:
                 missing = (
                     f"event {expected_sequence} is missing"
-                    if stored.sequence == expected_sequence + 1
-                    else f"events {expected_sequence} to {stored.sequence - 1} are missing"
+                    if sequence == expected_sequence + 1
+                    else f"events {expected_sequence} to {sequence - 1} are missing"
                 )
                 return BrokenLink(expected_sequence, f"{missing} (deleted)")
             return BrokenLink(
-                stored.sequence,
-                f"event {stored.sequence} appears where event {expected_sequence} should be (inserted or reordered)",
+                sequence,
+                f"event {sequence} appears where event {expected_sequence} should be (inserted or reordered)",
             )
-        if stored.prev_hash != expected_prev:
+        if prev_hash != expected_prev:
             return BrokenLink(
-                stored.sequence,
-                f"event {stored.sequence} does not follow the event before it: its previous hash does "
+                sequence,
+                f"event {sequence} does not follow the event before it: its previous hash does "
                 "not match (an event before it was deleted, inserted, reordered or rewritten)",
             )
-        try:
-            recomputed = chain_hash(stored.event, stored.sequence, stored.prev_hash)
-        except (TypeError, ValueError):  # e.g. NaN written into a record: not what was hashed
-            recomputed = None
-        if recomputed != stored.hash:
-            return BrokenLink(
-                stored.sequence,
-                f"event {stored.sequence} was altered: its content does not match its hash",
-            )
-        expected_prev = stored.hash
+        recomputed = recompute(item)
+        if recomputed is None:
+            return BrokenLink(sequence, f"event {sequence} cannot be read as it was written (altered by hand)")
+        if recomputed != hash_:
+            return BrokenLink(sequence, f"event {sequence} was altered: its content does not match its hash")
+        expected_prev = hash_
         expected_sequence += 1
     if head is not None and (head.sequence, head.hash) != (expected_sequence - 1, expected_prev):
         if head.sequence >= expected_sequence:

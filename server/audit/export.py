@@ -1,19 +1,22 @@
-"""The audit trail in the forms people read it: JSON Lines for tools, a table for a terminal.
+"""The audit trail in the forms people read it: JSON Lines for tools, CSV for spreadsheets, a table
+for a terminal.
 
 Exports carry each event's sequence and both hashes, so a copy of the trail can be verified away
-from the store. Times on the command line are ISO 8601; one without a zone is UTC, the zone the trail
-is kept in, so the same `--since` means the same thing on every machine.
+from the store (JSON Lines exactly; CSV is for reading, not for re-verifying). Times on the command
+line are ISO 8601; one without a zone is UTC, the zone the trail is kept in, so the same `--since`
+means the same thing on every machine.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from server.audit.event import StoredEvent
+from server.audit.event import AuditEvent, StoredEvent
 from server.store.base import StateStore, as_utc
 
 
@@ -58,6 +61,59 @@ async def export_jsonl(
     count = 0
     async for stored in store.iter_audit_events(since, until):
         out.write(jsonl_line(stored) + "\n")
+        count += 1
+    out.flush()
+    return count
+
+
+#: CSV columns: the record's fields in the event's order, with the SQL pulled out of the arguments
+CSV_COLUMNS: tuple[str, ...] = (
+    "sequence",
+    *(name for name in AuditEvent.__dataclass_fields__ if name != "arguments"),
+    "sql",
+    "arguments",
+    "prev_hash",
+    "hash",
+)
+#: a spreadsheet runs a cell that starts with one of these as a formula; agents write the SQL, the
+#: purpose and the prompt context, so such cells are prefixed with ' (OWASP's CSV injection advice)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        text = "; ".join(str(item) for item in value)
+    elif isinstance(value, dict):
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True) if value else ""
+    else:
+        text = str(value)
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def csv_row(stored: StoredEvent) -> list[str]:
+    """One event as CSV cells: lists joined with "; ", maps as JSON, nulls empty."""
+    record = export_record(stored)
+    arguments = record.get("arguments") or {}
+    record["sql"] = arguments.get("sql") if isinstance(arguments, dict) else None
+    return [_csv_cell(record.get(column)) for column in CSV_COLUMNS]
+
+
+async def export_csv(
+    store: StateStore, out: TextIO, since: datetime | None = None, until: datetime | None = None
+) -> int:
+    """Like `export_jsonl`, as CSV with a header row (RFC 4180 quoting, CRLF line ends)."""
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    count = 0
+    async for stored in store.iter_audit_events(since, until):
+        writer.writerow(csv_row(stored))
         count += 1
     out.flush()
     return count

@@ -60,6 +60,10 @@ class Catalog:
     tables: Mapping[tuple[str, str], TableInfo]
     search_path: tuple[str, ...] = ("public",)
     schemas: tuple[str, ...] = field(default=())
+    #: names of functions and symbols of operators defined in user schemas (not by an extension):
+    #: a call or operator with such a name may resolve to user code Bastion cannot see
+    user_functions: frozenset[str] = frozenset()
+    user_operators: frozenset[str] = frozenset()
 
     def find(self, name: str, schema: str | None = None) -> TableInfo | None:
         """Resolve a table as the database would: an explicit schema, else the first schema of the

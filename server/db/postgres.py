@@ -32,6 +32,7 @@ from server.db.base import (
 )
 from server.db.errors import busy_error, postgres_error, timeout_error, unreachable_error
 from server.errors import BastionError, ConfigError, QueryFailed
+from server.sql.crosscheck import REQUIRED_SESSION_SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -403,6 +404,21 @@ async def _rollback(conn: asyncpg.Connection) -> None:
 # --- the backend --------------------------------------------------------------------------------
 
 
+#: functions and operators written by users (not pg_catalog, not an extension's members): a call
+#: to a built-in name can resolve to one of these overloads, and an operator to user code
+_USER_CODE_SQL = """
+SELECT
+  (SELECT array_agg(DISTINCT lower(p.proname)) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                      AND d.deptype = 'e')) AS functions,
+  (SELECT array_agg(DISTINCT o.oprname) FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_operator'::regclass AND d.objid = o.oid
+                      AND d.deptype = 'e')) AS operators
+"""
+
+
 class PostgresDatabase:
     """One configured PostgreSQL database: its pool, start-up checks and catalog snapshot."""
 
@@ -488,7 +504,12 @@ class PostgresDatabase:
                 statement_cache_size=0,
                 reset=_discard_session,
                 timeout=timeout,
-                server_settings={"application_name": f"bastion:{self.name}"[:63]},
+                # standard_conforming_strings: the server must read string literals the way both
+                # of Bastion's parsers did (server.sql.crosscheck); set per connection, never trusted
+                server_settings={
+                    "application_name": f"bastion:{self.name}"[:63],
+                    **REQUIRED_SESSION_SETTINGS,
+                },
             )
         except asyncpg.PostgresError as error:
             if error.sqlstate in _AUTH_SQLSTATES:
@@ -661,6 +682,7 @@ class PostgresDatabase:
                 relations = await conn.fetch(_RELATIONS_SQL)
                 columns = await conn.fetch(_COLUMNS_SQL)
                 constraints = await conn.fetch(_CONSTRAINTS_SQL)
+                user_code = await conn.fetchrow(_USER_CODE_SQL)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
             raise postgres_error(error, database=self.name, timeout_ms=CATALOG_TIMEOUT_MS) from None
         assert head is not None
@@ -671,4 +693,6 @@ class PostgresDatabase:
             tables=_build_tables(relations, columns, constraints),
             search_path=self._search_path,
             schemas=tuple(head["schemas"]),
+            user_functions=frozenset(user_code["functions"] or ()) if user_code else frozenset(),
+            user_operators=frozenset(user_code["operators"] or ()) if user_code else frozenset(),
         )

@@ -11,12 +11,14 @@ from pathlib import Path
 from server.config import BastionConfig, load_config
 
 DEMO_AGENT = "demo-agent"
+DEMO_APPROVER = "alice"
 
 DEMO_CONFIG_YAML = f"""\
 # The embedded demo's configuration (written by `bastion demo`; safe to delete).
 databases:
   demo:
     dsn: sqlite:///demo.db          # relative to this file's folder
+    read_only: false                # writes may run, once a human approved them
     statement_timeout_ms: 5000
     max_rows: 200
 state:
@@ -25,6 +27,8 @@ identity:
   stdio_agent: {DEMO_AGENT}
   agents:
     {DEMO_AGENT}: {{groups: [analytics]}}
+  users:                            # people who decide approvals: bastion approvals approve ID --as NAME
+    {DEMO_APPROVER}: {{groups: [approvers]}}
 """
 
 

@@ -62,6 +62,9 @@ class Expressions:
         self.fold = fold
         self.dialect = dialect
         self.filters: set[str] = set()
+        #: `alias.name` references to a relation of known columns that has no such column: PostgreSQL
+        #: reads them as a call `name(alias)` (functional notation), which may run any function
+        self.phantoms: set[str] = set()
         self.exact = True
 
     def query(self, node: exp.Expression, outer: Scope | None, ctes: dict[str, list[Col] | None]) -> list[Col]:
@@ -147,7 +150,11 @@ class Expressions:
             return self._unqualified(name, scope, filtering)
         rel = self._rel_of(node, scope)
         if rel is not None:
-            return rel.find(name) or UNTRACED
+            found = rel.find(name)
+            if found is None and rel.columns is not None:
+                self.phantoms.add(f"{rel.alias}.{name}")
+                return rel.whole_row(name)
+            return found or UNTRACED
         # not a FROM item: the field of a composite column, `a.b`; the whole column, to be safe
         return self._unqualified(self.fold(node.args["table"]), scope, filtering)
 

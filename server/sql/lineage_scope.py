@@ -5,7 +5,7 @@ Kept apart from the walk (`lineage_trace.py`) so that each module stays readable
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import sqlglot.expressions as exp
@@ -31,6 +31,11 @@ class Col:
 
 
 UNTRACED = Col("?column?", untraced=True)
+
+
+def renamed(cols: Sequence[Col], names: Sequence[str]) -> list[Col]:
+    """A column alias list renames the first columns, as `AS t(a, b)` does."""
+    return [col.renamed(names[i]) if i < len(names) else col for i, col in enumerate(cols)]
 
 
 def merge(name: str, cols: Iterable[Col]) -> Col:

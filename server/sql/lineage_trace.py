@@ -18,80 +18,18 @@ from collections.abc import Sequence
 
 import sqlglot.expressions as exp
 
-from server.sql.lineage_exprs import DML, QUERIES, Expressions, as_list
-from server.sql.lineage_scope import UNTRACED, Acc, CatalogIndex, Col, Fold, Rel, Scope, merge
+from server.sql.lineage_exprs import DML, QUERIES, as_list
+from server.sql.lineage_functions import TableFunctions
+from server.sql.lineage_scope import UNTRACED, Acc, CatalogIndex, Col, Fold, Rel, Scope, merge, renamed
 
 _MAX_DEPTH = 100
 _MAX_QUERIES = 20_000  # queries traced per statement (nested recursive CTEs multiply them)
 _FIXPOINT_ROUNDS = 8
-# set-returning functions and their output columns (None: one column, named after the alias)
-_SRF_COLUMNS: dict[str, tuple[str, ...] | None] = {
-    "generate_series": None,
-    "generate_subscripts": None,
-    "regexp_matches": None,
-    "regexp_split_to_table": None,
-    "string_to_table": None,
-    "json_object_keys": None,
-    "jsonb_object_keys": None,
-    "jsonb_path_query": None,
-    "json_each": ("key", "value"),
-    "jsonb_each": ("key", "value"),
-    "json_each_text": ("key", "value"),
-    "jsonb_each_text": ("key", "value"),
-    "json_array_elements": ("value",),
-    "jsonb_array_elements": ("value",),
-    "json_array_elements_text": ("value",),
-    "jsonb_array_elements_text": ("value",),
-    "pg_options_to_table": ("option_name", "option_value"),
-}
-_SQLITE_JSON_TABLE = ("key", "value", "type", "atom", "id", "parent", "fullkey", "path")
-# element types (as format_type() spells them) whose arrays unnest into one column; an array of a
-# composite type unnests into the type's fields, which the catalog does not describe
-_SCALAR_TYPES = frozenset(
-    {
-        "smallint",
-        "integer",
-        "bigint",
-        "numeric",
-        "real",
-        "double precision",
-        "text",
-        "character varying",
-        "character",
-        "boolean",
-        "date",
-        "time without time zone",
-        "time with time zone",
-        "timestamp without time zone",
-        "timestamp with time zone",
-        "interval",
-        "uuid",
-        "json",
-        "jsonb",
-        "bytea",
-        "inet",
-        "cidr",
-        "macaddr",
-        "money",
-        "xml",
-        "name",
-    }
-)
-_SCALAR_DTYPES = frozenset(
-    t
-    for t in exp.DataType.Type
-    if t not in (exp.DataType.Type.USERDEFINED, exp.DataType.Type.STRUCT, exp.DataType.Type.UNKNOWN)
-)
 
 
 class TooDeep(Exception):
     """Queries nested deeper, or more of them, than the walk follows; the caller marks
     everything untraced."""
-
-
-def _renamed(cols: Sequence[Col], names: Sequence[str]) -> list[Col]:
-    """A column alias list renames the first columns, as `AS t(a, b)` does."""
-    return [col.renamed(names[i]) if i < len(names) else col for i, col in enumerate(cols)]
 
 
 def _positionwise(left: Sequence[Col], right: Sequence[Col]) -> list[Col]:
@@ -101,7 +39,7 @@ def _positionwise(left: Sequence[Col], right: Sequence[Col]) -> list[Col]:
     return [merge(a.name, (a, b)) for a, b in zip(left, right, strict=True)]
 
 
-class Tracer(Expressions):
+class Tracer(TableFunctions):
     """Traces one statement; `filters` and `exact` are filled as it goes."""
 
     def __init__(self, index: CatalogIndex, fold: Fold, dialect: str, sql: str = "") -> None:
@@ -191,18 +129,18 @@ class Tracer(Expressions):
             items.append((self.fold(alias.this), names, cte.this))
         if not with_.args.get("recursive"):
             for name, names, body in items:
-                env[name] = _renamed(self.query(body, outer, env), names)
+                env[name] = renamed(self.query(body, outer, env), names)
             return env
         for name, _, _ in items:
             env[name] = None  # known to be a CTE; its columns come from the fixpoint below
         for name, names, body in items:
             if isinstance(body, exp.SetOperation):  # the non-recursive term starts the fixpoint
-                env[name] = _renamed(self.query(body.this, outer, env), names)
+                env[name] = renamed(self.query(body.this, outer, env), names)
         search = with_.args.get("search")
         for _ in range(_FIXPOINT_ROUNDS):
             changed = False
             for name, names, body in items:
-                new = _renamed(self.query(body, outer, env), names)
+                new = renamed(self.query(body, outer, env), names)
                 old = env[name]
                 merged = new if old is None else _positionwise(old, new)
                 if merged != old:
@@ -298,14 +236,14 @@ class Tracer(Expressions):
             # a parenthesized join, (a JOIN b ON ...) [AS j]
             cols = self._item(node.this, scope)
             if alias is not None:
-                scope.rels.append(Rel(alias, None if cols is None else _renamed(cols, names)))
+                scope.rels.append(Rel(alias, None if cols is None else renamed(cols, names)))
             return cols
         if isinstance(node, exp.Lateral) and isinstance(node.this, exp.Subquery):
             return self._derived(node.this, alias, names, scope, lateral=True)
         if isinstance(node, exp.Subquery):
             return self._derived(node, alias, names, scope, lateral=bool(node.args.get("lateral")))
         if isinstance(node, exp.Values):
-            cols = _renamed(self._values(node, Scope(scope.parent, ctes=scope.ctes)), names)
+            cols = renamed(self._values(node, Scope(scope.parent, ctes=scope.ctes)), names)
             scope.rels.append(Rel(alias or "", cols))
             return cols
         functions: list[exp.Expression] = []
@@ -329,7 +267,7 @@ class Tracer(Expressions):
         schema = self.fold(db) if db is not None else None
         if cte_ok and schema is None and name in scope.ctes:
             cte = scope.ctes[name]
-            rel = Rel(alias or name, None if cte is None else _renamed(cte, names))
+            rel = Rel(alias or name, None if cte is None else renamed(cte, names))
             scope.rels.append(rel)
             return rel.star()
         info = self.index.find(name, schema)
@@ -338,7 +276,7 @@ class Tracer(Expressions):
             scope.rels.append(Rel(alias or name, None, unknown_prefix=prefix))
             return None
         table = None if alias else (info.schema, name)
-        rel = Rel(alias or name, _renamed(self.index.columns(info), names), table=table)
+        rel = Rel(alias or name, renamed(self.index.columns(info), names), table=table)
         scope.rels.append(rel)
         return rel.star()
 
@@ -347,76 +285,9 @@ class Tracer(Expressions):
     ) -> list[Col]:
         # a plain derived table sees only the enclosing queries; a LATERAL one, the items before it
         outer = scope if lateral else scope.parent
-        cols = _renamed(self.query(node.this, outer, self._with(node, outer, scope.ctes)), names)
+        cols = renamed(self.query(node.this, outer, self._with(node, outer, scope.ctes)), names)
         scope.rels.append(Rel(alias or "", cols))
         return cols
-
-    def _function(
-        self, node: exp.Expression, functions: list[exp.Expression], alias: str | None, names: list[str], scope: Scope
-    ) -> list[Col] | None:
-        """A table function: its columns are computed from its arguments (evaluated laterally)."""
-        acc = Acc()
-        for function in functions:
-            for key, value in function.args.items():
-                if key != "alias":
-                    for child in as_list(value):
-                        self.expr(child, scope, into=acc)
-        template = acc.col("")
-        cols: list[Col] | None = []
-        for function in functions:
-            fname = (function.name if isinstance(function, exp.Anonymous) else function.sql_name()).lower()
-            if isinstance(function, exp.Unnest):
-                width = max(len(function.expressions), 1)
-                single = width == 1 and len(functions) == 1
-                outs: tuple[str, ...] | None = ((alias or "unnest"),) if single else ("unnest",) * width
-                if not names and not all(self._scalar_array(arg, scope) for arg in function.expressions):
-                    outs = None  # it may unnest rows of a composite type into their fields
-            elif isinstance(function, exp.GenerateSeries):
-                outs = ((alias if len(functions) == 1 and alias else "generate_series"),)
-            elif fname in _SRF_COLUMNS:
-                known = _SRF_COLUMNS[fname]
-                outs = known if known is not None else ((alias if len(functions) == 1 and alias else fname),)
-            elif self.dialect == "sqlite" and fname in ("json_each", "json_tree"):
-                outs = _SQLITE_JSON_TABLE
-            else:
-                outs = None
-            if outs is None or cols is None:
-                cols = None
-                continue
-            cols.extend(template.renamed(out) for out in outs)
-        ordinality = node.args.get("ordinality") or node.args.get("offset")
-        if cols is not None and ordinality:
-            cols.append(Col("ordinality"))
-        if names and (cols is None or len(names) >= len(cols)):
-            cols = [template.renamed(n) for n in names]
-        elif cols is not None:
-            cols = _renamed(cols, names)
-        name = alias or (functions[0].sql_name().lower() if functions else "")
-        rel = Rel(name, cols, unknown_sources=template.sources, unknown_untraced=template.untraced)
-        scope.rels.append(rel)
-        return cols
-
-    def _scalar_array(self, node: exp.Expression, scope: Scope) -> bool:
-        """Whether `node` is provably an array of a scalar type (so unnest gives one column)."""
-        if isinstance(node, exp.Array):
-            return all(isinstance(e, exp.Literal | exp.Null | exp.Boolean | exp.Neg) for e in node.expressions)
-        if isinstance(node, exp.Cast):
-            to = node.args.get("to")
-            inner = to.expressions[0] if isinstance(to, exp.DataType) and len(to.expressions) == 1 else None
-            return (
-                isinstance(to, exp.DataType)
-                and to.this == exp.DataType.Type.ARRAY
-                and isinstance(inner, exp.DataType)
-                and inner.this in _SCALAR_DTYPES
-            )
-        if isinstance(node, exp.Column):
-            col = self._column(node, scope, filtering=False)
-            if len(col.sources) != 1:
-                return False
-            data_type = self.index.data_type(next(iter(col.sources))) or ""
-            base = data_type.removesuffix("[]").split("(")[0].strip()
-            return data_type.endswith("[]") and base in _SCALAR_TYPES
-        return False
 
     # --- DML: what RETURNING shows -------------------------------------------------------------
 

@@ -85,6 +85,8 @@ class PgView:
     calls: list[PgCall] = field(default_factory=list)
     #: schema-qualified operators outside pg_catalog (user code)
     operators: list[str] = field(default_factory=list)
+    #: every operator symbol used (`||`, `->>`, `@>`): checked against the database's user operators
+    operator_symbols: set[str] = field(default_factory=set)
     relations: set[TableRef] = field(default_factory=set)
     columns: set[str] = field(default_factory=set)
     #: the column names each output column of a top-level SELECT references (of its first branch,
@@ -262,6 +264,8 @@ class _Walker:
             view.locks = view.locks or bool(body.get("lockingClause"))
         elif kind == "A_Expr":
             operator = _names(body.get("name"))
+            if operator:
+                view.operator_symbols.add(operator[-1])
             if len(operator) > 1 and operator[-2] != "pg_catalog":
                 view.operators.append(".".join(operator))
         elif kind == "RangeTableSample":  # the sampling method is a handler function

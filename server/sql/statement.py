@@ -58,6 +58,8 @@ class Statement:
     columns: tuple[ColumnRef, ...]
     functions: tuple[str, ...]
     ast: exp.Expression = field(compare=False, repr=False)
+    #: operator symbols PostgreSQL's parser saw (`||`, `->>`); empty for SQLite
+    operators: tuple[str, ...] = ()
 
     @property
     def is_read(self) -> bool:

@@ -7,8 +7,10 @@ at once apply each migration exactly once, and a store that is already current c
 that may read and write the tables but not create them. Migrations are append-only: a released one is
 never edited, a change is a new version.
 
-Later issues add their tables as new versions here: `approvals` (the approval requests and their
-decisions) and `catalog_classifications` (each column's PII entity, confidence and evidence).
+Later issues add their tables as new versions here: `catalog_classifications` (version 2: each
+column's PII entity, confidence and evidence) and `approvals` (version 3: the approval requests and
+their decisions; PostgreSQL stores also announce decisions on the `bastion_approvals` channel with
+NOTIFY, see server/store/postgres.py).
 """
 
 from __future__ import annotations
@@ -124,6 +126,59 @@ MIGRATIONS: tuple[Migration, ...] = (
                 fingerprint TEXT NOT NULL,
                 classified_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
                 PRIMARY KEY (database, schema_name, table_name, column_name))""",
+        ),
+    ),
+    Migration(
+        version=3,
+        description="approvals: each request for a human to agree to one statement, and its decision",
+        postgres=(
+            # status is what was stored (pending, approved, denied, used); "expired" is read off
+            # expires_at. tables, policy_ids and reasons are JSON arrays in `details`.
+            """CREATE TABLE approvals (
+                id text PRIMARY KEY,
+                created_at timestamptz NOT NULL,
+                expires_at timestamptz NOT NULL,
+                database text NOT NULL,
+                agent_id text NOT NULL,
+                on_behalf_of text,
+                statement text NOT NULL,
+                fingerprint text NOT NULL,
+                statement_kind text NOT NULL,
+                justification text NOT NULL,
+                policy_version text NOT NULL,
+                mode text NOT NULL,
+                status text NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'used')),
+                decided_by text,
+                decided_at timestamptz,
+                decision_reason text,
+                decided_via text,
+                used_at timestamptz,
+                details text NOT NULL)""",
+            "CREATE INDEX approvals_status_idx ON approvals (status, created_at)",
+        ),
+        sqlite=(
+            # times are UTC text of fixed width, as in audit_events, so text order is time order
+            """CREATE TABLE approvals (
+                id TEXT PRIMARY KEY,
+                created_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                database TEXT NOT NULL,
+                agent_id TEXT NOT NULL,
+                on_behalf_of TEXT,
+                statement TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                statement_kind TEXT NOT NULL,
+                justification TEXT NOT NULL,
+                policy_version TEXT NOT NULL,
+                mode TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'used')),
+                decided_by TEXT,
+                decided_at TEXT,
+                decision_reason TEXT,
+                decided_via TEXT,
+                used_at TEXT,
+                details TEXT NOT NULL)""",
+            "CREATE INDEX approvals_status_idx ON approvals (status, created_at)",
         ),
     ),
 )

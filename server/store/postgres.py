@@ -12,9 +12,11 @@ Durability: the append returns after COMMIT, which with `synchronous_commit` on 
 flush. A server or role configured with `synchronous_commit = off` is overridden to `on` for the
 store's sessions (stronger settings, such as `remote_apply`, are left alone).
 
-Group commit (issue 7) belongs in `append_audit`: gather the events waiting in this process and
-append them with one statement (the same CTE over `unnest` of the batch, numbering them from the
-head), paying one lock wait and one WAL flush for all of them.
+Group commit: `append_audit` queues the event (`GroupCommit` in base.py) and one flusher per process
+appends everything waiting with the same kind of single statement over arrays of the batch: a
+recursive CTE numbers and links the events from the locked head in order, so a batch pays one lock
+wait, one round trip and one WAL flush for all the calls that arrived while the previous one was
+flushing. Processes still take turns on the head row, so the chain stays one line.
 
 Tables live in the first schema of the role's search_path; to keep them apart from an application's
 tables, use a database of their own or add `?search_path=bastion` (a schema the role owns) to the DSN.
@@ -23,19 +25,30 @@ tables, use a database of their own or add `?search_path=bastion` (a schema the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from server.approvals.model import Approval
 from server.audit.chain import ChainHead
 from server.audit.event import AuditEvent, StoredEvent
 from server.config import redact_dsn
 from server.pii.model import ColumnClassification
 from server.store.base import (
+    APPROVAL_COLUMNS,
+    APPROVALS_CHANNEL,
     CLASSIFICATION_COLUMNS,
+    ApprovalListener,
+    GroupCommit,
+    PreparedEvent,
     StateStore,
     StoreError,
+    approval_from_row,
+    approval_row,
     as_utc,
     classification_from_row,
     classification_row,
@@ -56,31 +69,42 @@ _SERVER_SETTINGS = {
     "idle_in_transaction_session_timeout": "60s",
 }
 
-# The whole append is this one statement (one round trip, committed on its own): lock the head row,
-# link the event to it, insert it, move the head. The hash is computed here from `link_text`'s parts
-# ($9 is the event's hashed JSON, ASCII only), because the head is only known once the row is locked.
-# Under READ COMMITTED a writer that waited for the lock gets the head as the other writer left it; a
-# stale head would collide on the sequence's primary key and fail the append, never fork the chain.
-_APPEND = """
-WITH head AS (
-    SELECT sequence + 1 AS sequence, hash AS prev_hash
-    FROM audit_chain_head WHERE id = 1
+# The whole append of a batch is this one statement (one round trip, committed on its own): lock the
+# head row, link the events to it in order, insert them, move the head. Each hash is computed here
+# from `link_text`'s parts (`record` is the event's hashed JSON, ASCII only), because the head is only
+# known once the row is locked; the recursive CTE carries each event's hash to the next. Under READ
+# COMMITTED a writer that waited for the lock gets the head as the other writer left it; a stale head
+# would collide on the sequence's primary key and fail the append, never fork the chain.
+_APPEND_BATCH = """
+WITH RECURSIVE head AS (
+    SELECT sequence, hash FROM audit_chain_head WHERE id = 1
     FOR UPDATE
-), linked AS (
-    SELECT sequence, prev_hash,
+), batch AS (
+    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::text[])
+        WITH ORDINALITY AS b(id, time, agent_id, tool, decision, database, statement_kind, record, ord)
+), linked(ord, sequence, prev_hash, hash) AS (
+    SELECT 0::bigint, sequence, NULL::text, hash FROM head
+    UNION ALL
+    SELECT b.ord, l.sequence + 1, l.hash,
            encode(sha256(convert_to(
-               '{"event":' || $9::text || ',"prev_hash":"' || prev_hash || '","sequence":' || sequence || '}',
-               'UTF8')), 'hex') AS hash
-    FROM head
+               '{"event":' || b.record || ',"prev_hash":"' || l.hash || '","sequence":' || (l.sequence + 1) || '}',
+               'UTF8')), 'hex')
+    FROM linked l JOIN batch b ON b.ord = l.ord + 1
 ), inserted AS (
     INSERT INTO audit_events (sequence, id, time, agent_id, tool, decision, database, statement_kind,
                               record, prev_hash, hash)
-    SELECT sequence, $1, $2, $3, $4, $5, $6, $7, $8, prev_hash, hash FROM linked
+    SELECT l.sequence, b.id, b.time, b.agent_id, b.tool, b.decision, b.database, b.statement_kind,
+           b.record, l.prev_hash, l.hash
+    FROM linked l JOIN batch b ON b.ord = l.ord
     RETURNING sequence, prev_hash, hash
+), moved AS (
+    UPDATE audit_chain_head SET sequence = last.sequence, hash = last.hash
+    FROM (SELECT sequence, hash FROM linked WHERE ord > 0 ORDER BY ord DESC LIMIT 1) AS last
+    WHERE audit_chain_head.id = 1
+    RETURNING audit_chain_head.sequence
 )
-UPDATE audit_chain_head SET sequence = inserted.sequence, hash = inserted.hash
-FROM inserted WHERE audit_chain_head.id = 1
-RETURNING inserted.sequence, inserted.prev_hash, inserted.hash
+SELECT sequence, prev_hash, hash, (SELECT count(*) FROM moved) AS moved FROM inserted ORDER BY sequence
 """
 
 
@@ -104,6 +128,10 @@ class PostgresStore(StateStore):
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._closed = False
+        self.group_commit = GroupCommit(
+            self._write_batch,
+            per_event=lambda error: isinstance(error.__cause__, asyncpg.IntegrityConstraintViolationError),
+        )
 
     @classmethod
     async def open(
@@ -133,26 +161,32 @@ class PostgresStore(StateStore):
 
     async def append_audit(self, event: AuditEvent) -> StoredEvent:
         prepared = prepare_event(event)
-        stored_event = prepared.event
         self._check_open()
+        return await self.group_commit.append(prepared)
+
+    async def _write_batch(self, batch: list[PreparedEvent]) -> list[StoredEvent]:
+        events = [p.event for p in batch]
         try:
-            row = await self._pool.fetchrow(
-                _APPEND,
-                stored_event.id,
-                stored_event.time,
-                column_text(stored_event.agent_id),
-                column_text(stored_event.tool),
-                column_text(stored_event.decision),
-                column_text(stored_event.database),
-                column_text(stored_event.statement_kind),
-                prepared.record_json,
-                prepared.hashed_json,
+            rows = await self._pool.fetch(
+                _APPEND_BATCH,
+                [e.id for e in events],
+                [e.time for e in events],
+                [column_text(e.agent_id) for e in events],
+                [column_text(e.tool) for e in events],
+                [column_text(e.decision) for e in events],
+                [column_text(e.database) for e in events],
+                [column_text(e.statement_kind) for e in events],
+                [p.record_json for p in batch],
             )
         except Exception as error:
             raise StoreError(f"the audit event could not be written: {_describe(error)}") from error
-        if row is None:  # the head row is gone: the store was tampered with or half-migrated
+        if len(rows) != len(batch) or any(row[3] != 1 for row in rows):
+            # the head row is gone: the store was tampered with or half-migrated
             raise StoreError("the audit chain head is missing from the state store")
-        return StoredEvent(sequence=int(row[0]), prev_hash=str(row[1]), hash=str(row[2]), event=stored_event)
+        return [
+            StoredEvent(sequence=int(row[0]), prev_hash=str(row[1]), hash=str(row[2]), event=event)
+            for row, event in zip(rows, events, strict=True)
+        ]
 
     async def audit_chain_head(self) -> ChainHead:
         self._check_open()
@@ -170,6 +204,7 @@ class PostgresStore(StateStore):
         after_sequence: int | None,
         limit: int | None,
         newest_first: bool,
+        tool: str | None = None,
     ) -> list[StoredEvent]:
         self._check_open()
         clauses: list[str] = []
@@ -183,6 +218,9 @@ class PostgresStore(StateStore):
         if after_sequence is not None:
             params.append(after_sequence)
             clauses.append(f"sequence > ${len(params)}")
+        if tool is not None:
+            params.append(tool)
+            clauses.append(f"tool = ${len(params)}")
         sql = "SELECT sequence, prev_hash, hash, record FROM audit_events"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
@@ -195,6 +233,25 @@ class PostgresStore(StateStore):
         except Exception as error:
             raise StoreError(f"the audit trail could not be read: {_describe(error)}") from error
         return [decode_event(row[0], row[1], row[2], row[3]) for row in rows]
+
+    async def _select_audit_rows(self, after_sequence: int, limit: int) -> list[tuple[int, str, str, str]]:
+        self._check_open()
+        sql = (
+            "SELECT sequence, prev_hash, hash, record FROM audit_events WHERE sequence > $1 ORDER BY sequence LIMIT $2"
+        )
+        try:
+            rows = await self._pool.fetch(sql, after_sequence, limit)
+        except Exception as error:
+            raise StoreError(f"the audit trail could not be read: {_describe(error)}") from error
+        return [(row[0], row[1], row[2], row[3]) for row in rows]
+
+    async def delete_audit_through(self, sequence: int) -> int:
+        self._check_open()
+        try:
+            status = await self._pool.execute("DELETE FROM audit_events WHERE sequence <= $1", sequence)
+        except Exception as error:
+            raise StoreError(f"old audit events could not be deleted: {_describe(error)}") from error
+        return int(status.rsplit(" ", 1)[-1])
 
     async def save_classifications(self, classifications: list[ColumnClassification]) -> None:
         if not classifications:
@@ -218,10 +275,105 @@ class PostgresStore(StateStore):
         loaded = (classification_from_row(row) for row in rows)
         return {c.key: c for c in loaded}
 
+    # -- approvals -----------------------------------------------------------------------------
+
+    async def create_approval(self, approval: Approval) -> None:
+        self._check_open()
+        row = approval_row(approval, as_utc)
+        placeholders = ", ".join(f"${i}" for i in range(1, len(row) + 1))
+        try:
+            await self._pool.execute(f"INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES ({placeholders})", *row)
+        except Exception as error:
+            raise StoreError(f"the approval could not be written: {_describe(error)}") from error
+
+    async def get_approval(self, approval_id: str) -> Approval | None:
+        self._check_open()
+        try:
+            row = await self._pool.fetchrow(f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1", approval_id)
+        except Exception as error:
+            raise StoreError(f"the approval could not be read: {_describe(error)}") from error
+        return None if row is None else approval_from_row(tuple(row), as_utc)
+
+    async def list_approvals(self, *, statuses: Sequence[str] | None = None, limit: int = 100) -> list[Approval]:
+        self._check_open()
+        sql = f"SELECT {APPROVAL_COLUMNS} FROM approvals"
+        params: list[Any] = []
+        if statuses is not None:
+            params.append(list(statuses))
+            sql += " WHERE status = ANY($1::text[])"
+        params.append(max(0, int(limit)))
+        sql += f" ORDER BY created_at DESC, id LIMIT ${len(params)}"
+        try:
+            rows = await self._pool.fetch(sql, *params)
+        except Exception as error:
+            raise StoreError(f"the approvals could not be read: {_describe(error)}") from error
+        return [approval_from_row(tuple(row), as_utc) for row in rows]
+
+    async def decide_approval(
+        self, approval_id: str, *, approve: bool, by: str, reason: str | None, via: str, now: datetime
+    ) -> Approval | None:
+        sql = (
+            "UPDATE approvals SET status = $2, decided_by = $3, decided_at = $4, decision_reason = $5,"
+            " decided_via = $6 WHERE id = $1 AND status = 'pending' AND expires_at > $4"
+            f" RETURNING {APPROVAL_COLUMNS}"
+        )
+        status = "approved" if approve else "denied"
+        return await self._update_approval(sql, (approval_id, status, by, as_utc(now), reason, via), "decided")
+
+    async def consume_approval(
+        self,
+        approval_id: str,
+        *,
+        agent_id: str,
+        database: str,
+        fingerprint: str,
+        policy_version: str,
+        now: datetime,
+    ) -> Approval | None:
+        # Under READ COMMITTED a second caller waits for the first one's row lock, then re-checks
+        # the WHERE clause against the committed row: status is 'used' by then, so it gets nothing.
+        sql = (
+            "UPDATE approvals SET status = 'used', used_at = $2 WHERE id = $1 AND status = 'approved'"
+            " AND expires_at > $2 AND agent_id = $3 AND database = $4 AND fingerprint = $5 AND policy_version = $6"
+            f" RETURNING {APPROVAL_COLUMNS}"
+        )
+        params = (approval_id, as_utc(now), agent_id, database, fingerprint, policy_version)
+        return await self._update_approval(sql, params, "used")
+
+    async def _update_approval(self, sql: str, params: tuple[Any, ...], what: str) -> Approval | None:
+        """The conditional UPDATE and, when it matched, a NOTIFY on the approvals channel, in one
+        transaction (the notification goes out on commit, never for a change that rolled back)."""
+        self._check_open()
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(sql, *params)
+                if row is not None:
+                    await conn.execute("SELECT pg_notify($1, $2)", APPROVALS_CHANNEL, row["id"])
+        except Exception as error:
+            raise StoreError(f"the approval could not be {what}: {_describe(error)}") from error
+        return None if row is None else approval_from_row(tuple(row), as_utc)
+
+    async def listen_approvals(self, on_change: Callable[[str], None]) -> ApprovalListener | None:
+        """LISTEN on a connection held from the pool for as long as the listener lives."""
+        self._check_open()
+        try:
+            conn = await self._pool.acquire()
+        except Exception as error:
+            raise StoreError(f"cannot listen for approval decisions: {_describe(error)}") from error
+        listener = _PostgresListener(self._pool, conn, on_change)
+        try:
+            await conn.add_listener(APPROVALS_CHANNEL, listener.notified)
+        except Exception as error:
+            await listener.close()
+            raise StoreError(f"cannot listen for approval decisions: {_describe(error)}") from error
+        conn.add_termination_listener(listener.terminated)
+        return listener
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        await self.group_commit.drain()  # appends already queued are written, not dropped
         try:
             await asyncio.wait_for(self._pool.close(), timeout=10)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
@@ -230,6 +382,38 @@ class PostgresStore(StateStore):
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError("the state store is closed")
+
+
+class _PostgresListener(ApprovalListener):
+    """LISTEN bastion_approvals on one pooled connection; the payload is the approval id."""
+
+    def __init__(self, pool: asyncpg.Pool, conn: Any, on_change: Callable[[str], None]) -> None:
+        self._pool = pool
+        self._conn = conn
+        self._on_change = on_change
+        self._closed = False
+        self.alive = True
+
+    def notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            self._on_change(payload)
+        except Exception:  # a waiter's bug must not kill the listener
+            logging.getLogger(__name__).exception("an approval notification could not be delivered")
+
+    def terminated(self, _conn: Any) -> None:
+        self.alive = False
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.alive = False
+        try:
+            await asyncio.wait_for(self._conn.remove_listener(APPROVALS_CHANNEL, self.notified), timeout=5)
+        except Exception:  # the connection is gone or wedged: do not hand it back listening
+            self._conn.terminate()
+        with contextlib.suppress(Exception):
+            await self._pool.release(self._conn)
 
 
 async def _create_pool(

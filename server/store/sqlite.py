@@ -9,10 +9,11 @@ Durability: `synchronous=FULL`, so each commit is fsynced before `append_audit` 
 NORMAL would be faster but may lose the last commits on power loss, and the promise is that an answer
 never leaves without its audit event on disk.
 
-Linearity: appends take an asyncio lock and then run `BEGIN IMMEDIATE` (SQLite's write lock, which
-also holds off another process sharing the file), read the chain head, insert, move the head, commit.
-Group commit (issue 7) belongs in `append_audit`: instead of one transaction per event under the lock,
-queue events and let the writer thread drain the queue into one transaction per fsync.
+Linearity and group commit: `append_audit` queues the event (`GroupCommit` in base.py); the queue is
+drained by one flusher that hands everything waiting to the writer thread, which runs `BEGIN
+IMMEDIATE` (SQLite's write lock, which also holds off another process sharing the file), reads the
+chain head, links and inserts each event in order, moves the head and commits: one fsync for all the
+calls that arrived while the previous commit was flushing.
 """
 
 from __future__ import annotations
@@ -21,20 +22,25 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
+from server.approvals.model import Approval
 from server.audit.chain import ChainHead, link_hash
 from server.audit.event import AuditEvent, StoredEvent
 from server.pii.model import ColumnClassification
 from server.store.base import (
+    APPROVAL_COLUMNS,
     CLASSIFICATION_COLUMNS,
+    GroupCommit,
     PreparedEvent,
     StateStore,
     StoreError,
+    approval_from_row,
+    approval_row,
     as_utc,
     classification_from_row,
     classification_row,
@@ -105,6 +111,9 @@ class SQLiteStore(StateStore):
         self._reader = _ConnectionThread("bastion-state-reader")
         self._write_lock = asyncio.Lock()
         self._closed = False
+        self.group_commit = GroupCommit(
+            self._write_batch, per_event=lambda error: isinstance(error.__cause__, sqlite3.IntegrityError)
+        )
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> SQLiteStore:
@@ -164,10 +173,15 @@ class SQLiteStore(StateStore):
 
     async def append_audit(self, event: AuditEvent) -> StoredEvent:
         prepared = prepare_event(event)
+        self._check_open()
+        return await self.group_commit.append(prepared)
+
+    async def _write_batch(self, batch: list[PreparedEvent]) -> list[StoredEvent]:
+        """One transaction for the batch; also the path `close` drains, so it does not check `_closed`
+        (a closed writer thread refuses the work by itself)."""
         async with self._write_lock:
-            self._check_open()
             try:
-                return await self._writer.run(lambda conn: _append(conn, prepared))
+                return await self._writer.run(lambda conn: _append_batch(conn, batch))
             except sqlite3.Error as error:
                 raise StoreError(f"the audit event could not be written: {_describe(error)}") from error
 
@@ -187,6 +201,7 @@ class SQLiteStore(StateStore):
         after_sequence: int | None,
         limit: int | None,
         newest_first: bool,
+        tool: str | None = None,
     ) -> list[StoredEvent]:
         self._check_open()
         clauses: list[str] = []
@@ -200,6 +215,9 @@ class SQLiteStore(StateStore):
         if after_sequence is not None:
             clauses.append("sequence > ?")
             params.append(after_sequence)
+        if tool is not None:
+            clauses.append("tool = ?")
+            params.append(tool)
         sql = "SELECT sequence, prev_hash, hash, record FROM audit_events"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
@@ -215,6 +233,34 @@ class SQLiteStore(StateStore):
             return await self._reader.run(select)
         except sqlite3.Error as error:
             raise StoreError(f"the audit trail could not be read: {_describe(error)}") from error
+
+    async def _select_audit_rows(self, after_sequence: int, limit: int) -> list[tuple[int, str, str, str]]:
+        self._check_open()
+        sql = "SELECT sequence, prev_hash, hash, record FROM audit_events WHERE sequence > ? ORDER BY sequence LIMIT ?"
+        try:
+            return await self._reader.run(lambda conn: conn.execute(sql, (after_sequence, limit)).fetchall())
+        except sqlite3.Error as error:
+            raise StoreError(f"the audit trail could not be read: {_describe(error)}") from error
+
+    async def delete_audit_through(self, sequence: int) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                count = conn.execute("DELETE FROM audit_events WHERE sequence <= ?", (sequence,)).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            return int(count)
+
+        async with self._write_lock:
+            self._check_open()
+            try:
+                return await self._writer.run(delete)
+            except sqlite3.Error as error:
+                raise StoreError(f"old audit events could not be deleted: {_describe(error)}") from error
 
     async def save_classifications(self, classifications: list[ColumnClassification]) -> None:
         if not classifications:
@@ -237,11 +283,80 @@ class SQLiteStore(StateStore):
         loaded = (classification_from_row(row) for row in rows)
         return {c.key: c for c in loaded}
 
+    # -- approvals -----------------------------------------------------------------------------
+
+    async def create_approval(self, approval: Approval) -> None:
+        row = approval_row(approval, sqlite_time)
+        sql = f"INSERT INTO approvals ({APPROVAL_COLUMNS}) VALUES ({', '.join('?' * len(row))})"
+        await self._approval_write(lambda conn: _in_transaction(conn, lambda: conn.execute(sql, row)), "written")
+
+    async def get_approval(self, approval_id: str) -> Approval | None:
+        self._check_open()
+        sql = f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?"
+        try:
+            row = await self._reader.run(lambda conn: conn.execute(sql, (approval_id,)).fetchone())
+        except sqlite3.Error as error:
+            raise StoreError(f"the approval could not be read: {_describe(error)}") from error
+        return None if row is None else approval_from_row(row, _parse_time)
+
+    async def list_approvals(self, *, statuses: Sequence[str] | None = None, limit: int = 100) -> list[Approval]:
+        self._check_open()
+        sql = f"SELECT {APPROVAL_COLUMNS} FROM approvals"
+        params: list[object] = []
+        if statuses is not None:
+            sql += f" WHERE status IN ({', '.join('?' * len(statuses))})" if statuses else " WHERE 0"
+            params.extend(statuses)
+        sql += " ORDER BY created_at DESC, id LIMIT ?"
+        params.append(max(0, int(limit)))
+        try:
+            rows = await self._reader.run(lambda conn: conn.execute(sql, params).fetchall())
+        except sqlite3.Error as error:
+            raise StoreError(f"the approvals could not be read: {_describe(error)}") from error
+        return [approval_from_row(row, _parse_time) for row in rows]
+
+    async def decide_approval(
+        self, approval_id: str, *, approve: bool, by: str, reason: str | None, via: str, now: datetime
+    ) -> Approval | None:
+        update = (
+            "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, decision_reason = ?, decided_via = ?"
+            " WHERE id = ? AND status = 'pending' AND expires_at > ?"
+        )
+        at = sqlite_time(now)
+        params = ("approved" if approve else "denied", by, at, reason, via, approval_id, at)
+        return await self._approval_write(lambda conn: _update_approval(conn, update, params, approval_id), "decided")
+
+    async def consume_approval(
+        self,
+        approval_id: str,
+        *,
+        agent_id: str,
+        database: str,
+        fingerprint: str,
+        policy_version: str,
+        now: datetime,
+    ) -> Approval | None:
+        update = (
+            "UPDATE approvals SET status = 'used', used_at = ? WHERE id = ? AND status = 'approved'"
+            " AND expires_at > ? AND agent_id = ? AND database = ? AND fingerprint = ? AND policy_version = ?"
+        )
+        at = sqlite_time(now)
+        params = (at, approval_id, at, agent_id, database, fingerprint, policy_version)
+        return await self._approval_write(lambda conn: _update_approval(conn, update, params, approval_id), "used")
+
+    async def _approval_write(self, work: Callable[[sqlite3.Connection], T], what: str) -> T:
+        async with self._write_lock:
+            self._check_open()
+            try:
+                return await self._writer.run(work)
+            except sqlite3.Error as error:
+                raise StoreError(f"the approval could not be {what}: {_describe(error)}") from error
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        async with self._write_lock:  # let an append in flight finish
+        await self.group_commit.drain()  # appends already queued are written, not dropped
+        async with self._write_lock:  # let a write in flight finish
             await self._shutdown()
 
     async def _shutdown(self) -> None:
@@ -254,41 +369,47 @@ class SQLiteStore(StateStore):
             raise StoreError("the state store is closed")
 
 
-def _append(conn: sqlite3.Connection, prepared: PreparedEvent) -> StoredEvent:
-    """Runs on the writer thread: the whole read-head, link, insert, advance, commit step."""
-    event = prepared.event
+def _append_batch(conn: sqlite3.Connection, batch: list[PreparedEvent]) -> list[StoredEvent]:
+    """Runs on the writer thread: read the head, link and insert each event in order, advance the
+    head, commit; all or nothing."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         head = conn.execute(_HEAD).fetchone()
         if head is None:  # tampered with, or half-migrated by hand
             raise StoreError("the audit chain head is missing from the state store")
-        head_sequence, prev_hash = head
-        sequence = int(head_sequence) + 1
-        hash_ = link_hash(prepared.hashed_json, sequence, prev_hash)
-        conn.execute(
-            _INSERT,
-            (
-                sequence,
-                event.id,
-                sqlite_time(event.time),
-                column_text(event.agent_id),
-                column_text(event.tool),
-                column_text(event.decision),
-                column_text(event.database),
-                column_text(event.statement_kind),
-                prepared.record_json,
-                prev_hash,
-                hash_,
-            ),
-        )
-        conn.execute("UPDATE audit_chain_head SET sequence = ?, hash = ? WHERE id = 1", (sequence, hash_))
+        sequence, prev_hash = int(head[0]), str(head[1])
+        stored: list[StoredEvent] = []
+        rows: list[tuple[object, ...]] = []
+        for prepared in batch:
+            event = prepared.event
+            sequence += 1
+            hash_ = link_hash(prepared.hashed_json, sequence, prev_hash)
+            rows.append(
+                (
+                    sequence,
+                    event.id,
+                    sqlite_time(event.time),
+                    column_text(event.agent_id),
+                    column_text(event.tool),
+                    column_text(event.decision),
+                    column_text(event.database),
+                    column_text(event.statement_kind),
+                    prepared.record_json,
+                    prev_hash,
+                    hash_,
+                )
+            )
+            stored.append(StoredEvent(sequence=sequence, prev_hash=prev_hash, hash=hash_, event=event))
+            prev_hash = hash_
+        conn.executemany(_INSERT, rows)
+        conn.execute("UPDATE audit_chain_head SET sequence = ?, hash = ? WHERE id = 1", (sequence, prev_hash))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
         raise
-    return StoredEvent(sequence=sequence, prev_hash=prev_hash, hash=hash_, event=event)
+    return stored
 
 
 _UPSERT_CLASSIFICATION = (
@@ -311,6 +432,39 @@ def _upsert_classifications(conn: sqlite3.Connection, rows: list[tuple[object, .
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
         raise
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _in_transaction(conn: sqlite3.Connection, work: Callable[[], object]) -> None:
+    """Runs on the writer thread: `work` under SQLite's write lock, committed or rolled back."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        work()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+def _update_approval(
+    conn: sqlite3.Connection, update: str, params: tuple[object, ...], approval_id: str
+) -> Approval | None:
+    """Runs on the writer thread: a conditional UPDATE of one approval under the write lock (which
+    also holds off other processes), and the row as it now is when the condition held."""
+    result: list[Approval | None] = [None]
+
+    def work() -> None:
+        if conn.execute(update, params).rowcount == 1:
+            row = conn.execute(f"SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?", (approval_id,)).fetchone()
+            result[0] = approval_from_row(row, _parse_time)
+
+    _in_transaction(conn, work)
+    return result[0]
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:

@@ -4,7 +4,7 @@ attacks.jsonl must be refused line by line (or cut by the timeout and the row an
 the known gaps: real bugs on record, flagged `known_gap` in the transcript. Their number is pinned
 here so that a fix (the line then holds: remove its flag) or a new gap (flag it and report it) is a
 deliberate change. analytics.jsonl must be allowed and return the database's own rows.
-masking.jsonl is not run yet: it is enabled when masking lands (evals/README.md).
+masking.jsonl must leave no raw PII value in any result, whatever the query shape.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ TRANSCRIPTS = Path(__file__).resolve().parents[2] / "evals" / "transcripts"
 #: round(double precision, integer)), attack-110 (a user `||` operator over integers that reads SSNs),
 #: attack-111 (a user overload length(integer) that writes; the read-only transaction stopped it),
 #: attack-212 (pg_show_all_settings(), the function behind the refused pg_settings)
-KNOWN_GAPS = 5
+KNOWN_GAPS = 0
 
 
 def describe(outcomes: list[CallOutcome]) -> str:
@@ -41,6 +41,12 @@ async def test_every_attack_is_refused_or_cut_except_the_known_gaps() -> None:
     assert not closed, "these known gaps hold now; remove their known_gap flag:\n" + describe(closed)
     gaps = [o for o in report.outcomes if o.status == "known_gap"]
     assert len(gaps) == KNOWN_GAPS, "known gaps changed:\n" + describe(gaps)
+
+
+async def test_no_pii_value_escapes_through_any_exfiltration_shape() -> None:
+    report = await replay_file(TRANSCRIPTS / "masking.jsonl", ReplayOptions())
+    assert_clean(report)
+    assert len(report.outcomes) >= 50
 
 
 async def test_every_analytics_call_is_allowed_and_returns_the_databases_rows() -> None:

@@ -21,7 +21,7 @@ def test_a_header_sets_the_fixture_and_defaults_for_every_call() -> None:
     )
     transcript = parse_text(text)
     assert transcript.problems == ()
-    assert transcript.header.fixture == "shop.sql"
+    assert transcript.header.fixture == ("shop.sql",)
     first, second = transcript.calls
     assert (first.id, first.agent.id, first.agent.groups, first.context.purpose) == ("a", "bot", ("g",), "p")
     assert (second.id, second.agent.id, second.context.conversation_id, second.context.purpose) == (

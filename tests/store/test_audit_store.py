@@ -70,6 +70,7 @@ def make_event(n: int = 1, **changes: Any) -> AuditEvent:
         columns=("public.customers.name", "public.customers.city"),
         pii_columns=("public.customers.name",),
         masked_columns=("public.customers.name",),
+        masked_cells={"name": 3},
         policy_ids=("interim-reads",),
         policy_version="sha256:1234",
         reasons=("reads of the database's own tables are allowed",),

@@ -52,8 +52,11 @@ async def test_counting_pii_reveals_nothing_and_is_not_masked(client: Client) ->
 
 
 async def test_hash_masking_keeps_joins_and_group_bys_working(client: Client) -> None:
-    result = await query(client, "SELECT email, count(*) FROM customers c JOIN orders o ON o.customer_id = c.id "
-                         "GROUP BY email ORDER BY 2 DESC, 1 LIMIT 3")
+    result = await query(
+        client,
+        "SELECT email, count(*) FROM customers c JOIN orders o ON o.customer_id = c.id "
+        "GROUP BY email ORDER BY 2 DESC, 1 LIMIT 3",
+    )
     rows = result.structured_content["rows"]
     assert all(row[0].startswith("email:") for row in rows)
     again = await query(client, "SELECT email FROM customers WHERE id = 1")
@@ -63,8 +66,10 @@ async def test_hash_masking_keeps_joins_and_group_bys_working(client: Client) ->
 
 async def test_non_pii_columns_come_back_exactly(client: Client) -> None:
     result = await query(client, "SELECT id, country, created_at FROM customers ORDER BY id LIMIT 2")
-    assert result.structured_content["rows"] == [[1, "FR", "2026-01-01T00:00:00+00:00"],
-                                                 [2, "US", "2026-01-01T00:00:00+00:00"]]
+    assert result.structured_content["rows"] == [
+        [1, "FR", "2026-01-01T00:00:00+00:00"],
+        [2, "US", "2026-01-01T00:00:00+00:00"],
+    ]
     assert not any(c["masked"] for c in result.structured_content["columns"])
 
 

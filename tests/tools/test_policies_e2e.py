@@ -136,9 +136,7 @@ async def test_describe_shows_masks_per_column_for_the_caller(acme: ScratchDatab
         assert columns["region"]["pii_entity"] is None and columns["region"]["access"] == "read"
 
 
-async def test_a_policy_edit_reaches_a_running_server_within_two_seconds(
-    acme: ScratchDatabase, tmp_path: Path
-) -> None:
+async def test_a_policy_edit_reaches_a_running_server_within_two_seconds(acme: ScratchDatabase, tmp_path: Path) -> None:
     policies = tmp_path / "policies"
     shutil.copytree(SHIPPED_POLICIES / "examples", policies)
     async with session(acme, tmp_path, "analyst-bot", policies) as client:
@@ -157,7 +155,7 @@ async def test_a_policy_edit_reaches_a_running_server_within_two_seconds(
             await asyncio.sleep(0.1)
         assert "frozen for the audit" in message
 
-        (policies / "zz-broken.cedar").write_text("permit (principal, action == Action::\"select\" resource);\n")
+        (policies / "zz-broken.cedar").write_text('permit (principal, action == Action::"select" resource);\n')
         await asyncio.sleep(2.0)
         failed, message, _ = await run_query(client, "SELECT count(*) FROM sales.products")
         assert failed and "frozen for the audit" in message  # the running policies stayed
