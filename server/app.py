@@ -51,8 +51,9 @@ from tools.boundary import call_was_audited, transport_info_of
 log = logging.getLogger(__name__)
 
 INSTRUCTIONS = """Bastion governs this database access. Start with `describe` to see the tables and what you
-may do with them, use `explain` to check a statement without running it, and `query` to read. Every call is
-recorded with the `purpose` you give. A refusal says why and what to do next."""
+may do with them, use `explain` to check a statement without running it, and `query` to read. When a statement
+needs a human's approval, call `request_approval`, wait with `approval_status`, then `query` with the
+`approval_id`. Every call is recorded with the `purpose` you give. A refusal says why and what to do next."""
 
 
 class RuntimeHolder:

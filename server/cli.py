@@ -63,6 +63,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "server.eval_cli",
     "server.token_cli",
     "server.catalog_cli",
+    "server.approvals_cli",
 )
 
 

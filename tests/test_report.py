@@ -210,3 +210,25 @@ async def test_a_broken_chain_makes_the_report_say_so_loudly(tmp_path: Path) -> 
 def test_the_artifacts_folder_is_ignored_by_git() -> None:
     ignored = (REPO / ".gitignore").read_text().splitlines()
     assert "artifacts/" in ignored or os.environ.get("CI") is None
+
+
+async def test_a_record_edited_into_garbage_is_reported_not_fatal(tmp_path: Path) -> None:
+    store = await open_state_store("sqlite:///state.db", base_dir=str(tmp_path))
+    await month_of_calls(store)
+    await store.close()
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "state.db")
+    conn.execute('UPDATE audit_events SET record = \'{"not": "an event"}\' WHERE sequence IN (3, 40)')
+    conn.commit()
+    conn.close()
+    store = await open_state_store("sqlite:///state.db", base_dir=str(tmp_path))
+    try:
+        report = await build_report(store, JUNE, JUNE + timedelta(days=30))
+    finally:
+        await store.close()
+    html = render_report(report)
+
+    assert report.unreadable == [3, 40] and report.calls == 71 - 2
+    assert report.verification.broken is not None and report.verification.broken.sequence == 3
+    assert "2 record(s) in this period could not be read" in html and "sequence 3, 40" in html

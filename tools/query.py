@@ -45,6 +45,8 @@ class QueryOutput(TypedDict):
     #: validating a typed 2-D array descends into every cell (measured: ~60 ms for 1,000 x 9)
     rows: Annotated[Any, Field(description="The rows: each a list of values in column order.")]
     row_count: int
+    #: for writes: rows the database reports changed (None for reads)
+    affected_rows: int | None
     truncated: bool
     decision: QueryDecision
     audit_id: str
@@ -105,6 +107,7 @@ async def query(
         "columns": _columns(state),
         "rows": encode_rows(result.rows),
         "row_count": result.row_count,
+        "affected_rows": result.affected_rows,
         "truncated": result.truncated,
         "decision": {
             "verdict": decision.verdict.value,

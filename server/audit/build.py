@@ -98,7 +98,7 @@ def event_for(state: CallState, error: BastionError | None, *, duration_ms: floa
         policy_ids=policy_ids,
         policy_version=decision.policy_version if decision else None,
         reasons=reasons,
-        row_count=result.row_count if result else None,
+        row_count=(result.affected_rows if result.affected_rows is not None else result.row_count) if result else None,
         truncated=result.truncated if result else None,
         duration_ms=round(duration_ms, 3),
         error=f"{error.code}: {error.message}" if error is not None else None,

@@ -13,18 +13,20 @@ as `(policy reload)`) are reported apart.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from server.audit.checkpoint import AuditKey
 from server.audit.event import StoredEvent
 from server.audit.verify import Verification, verify_trail
-from server.store.base import StateStore
+from server.store.base import StateStore, UnreadableEvent
 
 DECISIONS = ("allow", "deny", "approval_required", "error")
 WRITE_KINDS = frozenset({"insert", "update", "delete", "merge", "ddl", "admin"})
 #: the most rows a detail table lists; the rest is counted and left to `bastion audit export`
 MAX_LISTED = 2_000
+READ_BATCH = 1_000
 
 
 @dataclass
@@ -91,6 +93,8 @@ class Report:
     bookkeeping: Counter[str] = field(default_factory=Counter)
     #: how many entries each detail list could not hold (see MAX_LISTED)
     overflow: Counter[str] = field(default_factory=Counter)
+    #: sequences of records in the period that could not be read (altered by hand)
+    unreadable: list[int] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -214,9 +218,45 @@ async def build_report(
     else:
         start, end = since, until
     report.bucket = _bucket_size(start, end)
-    async for stored in store.iter_audit_events(since, until):
+    async for stored in _readable_events(store, since, until, report.unreadable):
         _add(report, stored)
     return report
+
+
+async def _readable_events(
+    store: StateStore, since: datetime | None, until: datetime | None, unreadable: list[int]
+) -> AsyncIterator[StoredEvent]:
+    """The period's events in batches; a record that no longer parses (edited by hand) is noted in
+    `unreadable` and stepped over one event at a time, so a damaged trail still gets its report (whose
+    verification section says what is wrong)."""
+
+    async def select(after: int | None, limit: int) -> list[StoredEvent]:
+        return await store._select_audit(
+            since=since, until=until, after_sequence=after, limit=limit, newest_first=False
+        )
+
+    after: int | None = None
+    while True:
+        try:
+            batch = await select(after, READ_BATCH)
+        except UnreadableEvent:
+            for _ in range(READ_BATCH):  # this batch's range, one event at a time
+                try:
+                    one = await select(after, 1)
+                except UnreadableEvent as error:
+                    unreadable.append(error.sequence)
+                    after = error.sequence
+                    continue
+                if not one:
+                    return
+                yield one[0]
+                after = one[0].sequence
+            continue
+        for stored in batch:
+            yield stored
+        if len(batch) < READ_BATCH:
+            return
+        after = batch[-1].sequence
 
 
 def pii_rows(report: Report) -> list[PiiAccess]:

@@ -306,6 +306,13 @@ def render_report(report: Report, *, title: str = "Database access audit report"
         '<dl class="meta">' + "".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in meta) + "</dl></header>"
     )
     parts = [header, _verdict(report)]
+    if report.unreadable:
+        listed = ", ".join(str(n) for n in report.unreadable[:20])
+        parts.append(
+            f'<div class="verdict broken"><p><strong>{_n(len(report.unreadable))} record(s) in this period could '
+            f"not be read</strong> (edited by hand) and are left out of every figure below: sequence {listed}"
+            f"{' …' if len(report.unreadable) > 20 else ''}.</p></div>"
+        )
     if report.empty:
         parts.append(
             '<section class="nothing"><h2>No activity</h2><p class="lead">No tool calls were recorded in '

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from server.audit.chain import ChainHead
-from server.audit.checkpoint import AuditKey, checkpoint_event
+from server.audit.checkpoint import AuditKey, audit_key_from_env, checkpoint_event
 from server.audit.event import StoredEvent
 from server.audit.verify import verify_trail
 from server.errors import BastionError
@@ -156,3 +156,12 @@ class AuditMaintenance:
                 since_prune = 0.0
             await asyncio.sleep(interval)
             since_prune += interval
+
+
+def start_audit_maintenance(store: StateStore, config: Any) -> AuditMaintenance:
+    """For the server's lifespan: periodic signed checkpoints when `BASTION_AUDIT_KEY` is set, daily
+    pruning when `state.audit_retention_days` is; nothing runs when neither is. A key that is too
+    short raises ConfigError, so a misconfigured server does not start."""
+    maintenance = AuditMaintenance(store, audit_key_from_env(), retention_days=retention_days(config))
+    maintenance.start()
+    return maintenance

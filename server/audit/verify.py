@@ -10,6 +10,7 @@ an auditor fixes the trail from the front.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from server.audit.checkpoint import CHECKPOINT_TOOL, AuditKey, Checkpoint, check
 from server.store.base import StateStore, UnreadableEvent
 
 VERIFY_BATCH = 10_000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -229,3 +232,21 @@ async def quick_check(store: StateStore, key: AuditKey | None = None, *, last: i
             return BrokenLink(checkpoint.sequence, "an event no longer has the hash the latest checkpoint recorded")
         break
     return None
+
+
+async def check_trail_at_start(store: StateStore, key: AuditKey | None = None) -> BrokenLink | None:
+    """The server's start-up look at its trail: a broken one is logged as loudly as a log can be, and
+    the server starts anyway (it keeps recording, and refusing to start would hide nothing). A store
+    that cannot be read here will fail the calls themselves, closed."""
+    try:
+        broken = await quick_check(store, key)
+    except Exception as error:  # the store's own errors surface on the first call
+        log.error("the audit trail could not be checked at start-up: %s", getattr(error, "message", error))
+        return None
+    if broken is not None:
+        log.critical(
+            "AUDIT TRAIL BROKEN %s. The server keeps recording; run `bastion audit verify` to pinpoint the first "
+            "broken link, and keep the store as evidence.",
+            broken,
+        )
+    return broken

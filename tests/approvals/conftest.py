@@ -144,15 +144,6 @@ async def query(client: Client, sql: str = UPDATE, **extra: Any) -> CallToolResu
     return await client.call_tool("query", {"sql": sql, "purpose": "approved fix", **extra})
 
 
-#: `bastion` itself (server.cli.main), with `server.approvals_cli` among its command modules even
-#: before server/cli.py lists it (then this is exactly `python -m server`)
-CLI_ENTRY = (
-    "import sys, server.cli as cli; "
-    "cli._COMMAND_MODULES = tuple(dict.fromkeys((*cli._COMMAND_MODULES, 'server.approvals_cli'))); "
-    "sys.exit(cli.main(sys.argv[1:]))"
-)
-
-
 @dataclass
 class CliResult:
     code: int
@@ -165,8 +156,8 @@ async def cli(setup: Setup, *args: str) -> CliResult:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-c",
-        CLI_ENTRY,
+        "-m",
+        "server",
         "approvals",
         "--config",
         str(setup.config_path),

@@ -3,7 +3,9 @@ rewritten tail, and pruning that leaves a trail verifiable from its checkpoint. 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -12,8 +14,8 @@ import pytest
 
 from server.audit.chain import ChainHead, hashed_json, link_hash
 from server.audit.checkpoint import CHECKPOINT_TOOL, AuditKey, audit_key_from_env
-from server.audit.retention import AuditMaintenance, PruneRefused, prune, write_checkpoint
-from server.audit.verify import quick_check, verify_trail
+from server.audit.retention import AuditMaintenance, PruneRefused, prune, start_audit_maintenance, write_checkpoint
+from server.audit.verify import check_trail_at_start, quick_check, verify_trail
 from server.errors import ConfigError
 from server.store import StateStore
 from tests.audit.conftest import KEY, T0, append_calls, call
@@ -287,3 +289,40 @@ async def test_the_start_up_check_sees_a_broken_tail_quickly(trail: StateStore, 
 
     broken = await quick_check(trail, key)
     assert broken is not None and broken.sequence == 8
+
+
+async def test_a_broken_trail_is_logged_loudly_at_start_up(
+    trail: StateStore, backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    await append_calls(trail, 5)
+    assert await check_trail_at_start(trail) is None
+    await backend.execute("UPDATE audit_events SET record = replace(record, 'etl-bot', 'x') WHERE sequence = 5")
+
+    with caplog.at_level(logging.CRITICAL, logger="server.audit.verify"):
+        broken = await check_trail_at_start(trail)
+
+    assert broken is not None and broken.sequence == 5
+    assert "AUDIT TRAIL BROKEN at sequence 5" in caplog.text and "bastion audit verify" in caplog.text
+
+
+async def test_maintenance_starts_only_when_configured(trail: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BASTION_AUDIT_KEY", raising=False)
+    idle = start_audit_maintenance(trail, object())
+    assert not idle.needed and idle._task is None
+    await idle.stop()
+
+    monkeypatch.setenv("BASTION_AUDIT_KEY", KEY)
+    await append_calls(trail, 2)
+    running = start_audit_maintenance(trail, object())
+    try:
+        for _ in range(100):
+            if (await trail.audit_chain_head()).sequence == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert (await trail.audit_events())[-1].event.tool == CHECKPOINT_TOOL
+    finally:
+        await running.stop()
+
+    monkeypatch.setenv("BASTION_AUDIT_KEY", "short")
+    with pytest.raises(ConfigError):
+        start_audit_maintenance(trail, object())

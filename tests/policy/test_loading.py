@@ -117,7 +117,7 @@ def test_the_version_is_a_hash_of_the_file_names_and_contents():
 
 
 def test_the_shipped_policies_and_examples_load():
-    assert len(PolicyEngine.load(SHIPPED_POLICIES).policies) == 7
+    assert len(PolicyEngine.load(SHIPPED_POLICIES).policies) == 8
     assert "blocked-scraper-bot" in PolicyEngine.load(SHIPPED_POLICIES / "examples").policies
 
 

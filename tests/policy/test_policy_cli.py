@@ -30,7 +30,7 @@ def _no_config(monkeypatch, tmp_path):
 
 def test_validate_accepts_the_shipped_policies(capsys):
     assert bastion("policy", "validate") == 0
-    assert capsys.readouterr().out.startswith("ok: 7 policies in 1 files, version ")
+    assert capsys.readouterr().out.startswith("ok: 8 policies in 1 files, version ")
 
 
 def test_validate_checks_the_examples_against_a_catalog(capsys):
@@ -158,7 +158,7 @@ def test_the_policy_directory_comes_from_the_config(tmp_path, capsys):
     (tmp_path / "bastion.yaml").write_text("databases: {main: {dsn: 'sqlite:///absent.db'}}\npolicies: mine\n")
     assert bastion("policy", "validate", "--config", str(tmp_path / "bastion.yaml")) == 0
     captured = capsys.readouterr()
-    assert captured.out.startswith("ok: 21 policies in 7 files")
+    assert captured.out.startswith("ok: 24 policies in 8 files")
     assert "note: database main is not reachable" in captured.err
 
 
