@@ -45,10 +45,23 @@ def register(commands: Any) -> None:
     replay_parser.add_argument("--policies", help="policy directory to use instead of the header's or the config's")
     replay_parser.add_argument("--junit", metavar="FILE", help="also write the outcomes as JUnit XML")
     replay_parser.add_argument("--failures-only", action="store_true", help="list only calls that did not pass")
+    diff = actions.add_parser(
+        "diff",
+        help="list the recorded calls whose decision would change under candidate policies",
+        description="Evaluate the audit trail's recorded calls under the policies in service and under a "
+        "candidate policy directory, without running them; list every call whose decision, masks, row filters "
+        "or row limit would change. Exit 1 when some would.",
+    )
+    diff.add_argument("--policies", required=True, metavar="DIR", help="the candidate policy directory")
+    diff.add_argument("--config", help="bastion.yaml (default: $BASTION_CONFIG, ./bastion.yaml, the demo)")
+    diff.add_argument("--since", help="ISO date or time (UTC when no zone is given)")
+    diff.add_argument("--until", help="ISO date or time (UTC when no zone is given)")
     evals.set_defaults(handler=_cmd_eval)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.eval_command == "diff":
+        return asyncio.run(_diff(args))
     from evals.replay import ReplayOptions, replay
 
     options = ReplayOptions(config_path=args.config, url=args.url, policies=args.policies)
@@ -57,6 +70,55 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.junit:
         write_junit(reports, args.junit)
     return 1 if any(report.failed for report in reports) else 0
+
+
+async def _diff(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from server.audit.export import parse_time
+    from server.cli import resolve_config
+    from server.errors import ConfigError
+    from server.policy.engine import PolicyEngine
+    from server.policy.impact import compare
+    from server.runtime import Runtime, policy_directory
+    from server.store import open_state_store
+
+    config, _ = resolve_config(args.config)
+    try:
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    current = PolicyEngine.load(policy_directory(config))
+    candidate = PolicyEngine.load(Path(args.policies))
+    from server.app import RuntimeHolder
+
+    async with RuntimeHolder(config, "cli").use() as runtime:
+        assert isinstance(runtime, Runtime)
+        catalogs = {name: await db.catalog() for name, db in runtime.databases.items()}
+        pii = {name: await runtime.pii_columns(name) for name in runtime.databases}
+        for name, catalog in catalogs.items():
+            current.bind(name, catalog, pii[name])
+            candidate.bind(name, catalog, pii[name])
+        store = await open_state_store(config.state.dsn, base_dir=config.base_dir)
+        try:
+            events = [stored.event for stored in await store.audit_events(since=since, until=until)]
+        finally:
+            await store.close()
+    changes, compared, skipped = compare(events, current, candidate, catalogs, pii)
+    print(
+        f"policies {current.version} -> candidate {candidate.version}: {compared} recorded calls compared, "
+        f"{len(changes)} would change, {len(skipped)} skipped"
+    )
+    for change in changes:
+        event = change.event
+        sql = _clip(str(event.arguments.get("sql", "")), 70)
+        print(f"- {event.time:%Y-%m-%d %H:%M} {event.agent_id} [{','.join(event.groups)}] {event.tool}: {sql}")
+        for detail in change.details:
+            print(f"    {detail}")
+    for reason in skipped[:20]:
+        print(f"  skipped {reason}")
+    return 1 if changes else 0
 
 
 # --- the table ------------------------------------------------------------------------------------

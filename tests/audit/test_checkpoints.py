@@ -326,3 +326,19 @@ async def test_maintenance_starts_only_when_configured(trail: StateStore, monkey
     monkeypatch.setenv("BASTION_AUDIT_KEY", "short")
     with pytest.raises(ConfigError):
         start_audit_maintenance(trail, object())
+
+
+async def test_a_checkpoint_hidden_from_the_index_is_still_found(trail: StateStore, backend: Backend) -> None:
+    key = AuditKey.from_text(KEY)
+    await append_calls(trail, 4)
+    await write_checkpoint(trail, key)
+    await append_calls(trail, 2, start=5)
+    # rewrite event 2 and every hash after it, and relabel the checkpoint's indexed column so that
+    # verify would not look it up: its record still says what it is
+    await rewrite_from(backend, trail, 2, set_agent("forger", at=2))
+    await backend.execute("UPDATE audit_events SET tool = 'query' WHERE sequence = 5")
+
+    result = await verify_trail(trail, key)
+
+    assert result.broken is not None and result.broken.sequence == 5
+    assert "index does not list" in result.broken.reason
