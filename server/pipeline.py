@@ -128,6 +128,8 @@ async def authorize(runtime: Runtime, state: CallState) -> CallState:
     engine.bind(state.database, catalog, pii)
     traced = lineage(state.statement, catalog) if _returns_rows(state.statement) else None
     refuse_user_code(state.statement, catalog, traced)
+    if traced is not None:
+        traced = untraced_carry_all(traced, tables, pii)
     unmasked = unmasked_requests(traced.columns, pii) if traced else _named_pii(state.statement, tables, pii)
     request = AuthorizationRequest(
         agent=state.agent,
@@ -139,6 +141,26 @@ async def authorize(runtime: Runtime, state: CallState) -> CallState:
     return replace(
         state, tables=tables, decision=engine.authorize(request), lineage=traced, pii=pii, authorization=request
     )
+
+
+def untraced_carry_all(
+    traced: OutputLineage, tables: tuple[ResolvedTable, ...], pii: Mapping[str, str]
+) -> OutputLineage:
+    """Fail closed: a value lineage could not follow may carry any PII column of any table the
+    statement touches, so it is masked (and asked about) as if it did, not merely scanned."""
+    if all(not column.untraced for column in traced.columns) and traced.exact:
+        return traced
+    prefixes = tuple(f"{table.qualified}." for table in tables)
+    everything = frozenset(key for key in pii if key.startswith(prefixes))
+    if not everything:
+        return traced
+    columns = tuple(
+        replace(column, sources=column.sources | everything, revealed=column.revealed | everything, revealing=True)
+        if column.untraced or not traced.exact
+        else column
+        for column in traced.columns
+    )
+    return replace(traced, columns=columns)
 
 
 def _returns_rows(statement: Statement) -> bool:

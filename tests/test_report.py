@@ -113,6 +113,28 @@ async def month_of_calls(store: StateStore) -> None:
                     row_count=99,
                 )
             )
+        if day % 7 == 0 and day:
+            n += 1  # Bob's decision on the approval the write below ran under (issue 6's event)
+            await store.append_audit(
+                call(
+                    n,
+                    time=moment + timedelta(days=day, minutes=30),
+                    tool="(approve)",
+                    agent_id="etl-bot",
+                    statement_kind="update",
+                    tables=("public.orders",),
+                    pii_columns=(),
+                    masked_columns=(),
+                    arguments={
+                        "approval_id": f"apr-{day}",
+                        "sql": "UPDATE orders SET status = 'shipped' WHERE id < 100",
+                    },
+                    approval_id=f"apr-{day}",
+                    approver="bob@example.com",
+                    reasons=("approved by bob@example.com: nightly fix-up",),
+                    row_count=None,
+                )
+            )
         if day % 5 == 0:
             n += 1
             await store.append_audit(
@@ -156,6 +178,8 @@ async def test_the_report_answers_who_saw_emails_and_who_approved_writes(june: S
     text = re.sub(r"<[^>]+>", "", html)
     assert f"main: {EMAIL} was seen unmasked by support-bot." in text
     assert "5 write(s) ran, approved by bob@example.com; 1 without a recorded approver." in text
+    assert "4 approval decision(s) by bob@example.com: 4 approved." in text
+    assert "Decisions by approvers" in text and "approved by bob@example.com: nightly fix-up" in text
     assert text.count("DROP TABLE is never allowed through Bastion") == 6
     assert "Audit trail verified" in text and "1 signature(s) verified" in text
     # self-contained and safe: no script, nothing fetched, agent text escaped

@@ -4,10 +4,10 @@
    stores; per-append latency (median, p99) and throughput, with group commit (what ships) and
    without it (one transaction per event, as before issue 7: the same store's single-event write,
    called concurrently).
-2. What audit adds to a call: 50 concurrent governed `query` calls (a point lookup through the whole
-   pipeline) with the PostgreSQL state store, against the same calls with a recorder that writes
-   nothing. "Adds" is the difference of the median call latency; the amortized store time per call
-   (wall time of all appends / calls) is given too.
+2. What audit adds to a call: 10 and 50 concurrent governed `query` calls (a point lookup through
+   the whole pipeline) with the PostgreSQL state store, against the same calls with a recorder that
+   writes nothing. "Adds" is the difference of the median call latency; "audit stage" is the time
+   the pipeline spent recording the event (waiting for its commit included).
 3. `audit verify` over 1,000,000 events (`BASTION_BENCH_AUDIT_EVENTS` to change): the events are
    bulk-loaded with their real chain (computed here, not by the store, so loading is fast); only
    `verify_trail` is timed.
@@ -36,6 +36,7 @@ from server.store import StateStore, open_state_store
 from server.store.base import prepare_event
 
 CONCURRENCY = (1, 10, 50)
+CALL_WIDTHS = (10, 50)
 APPENDS = int(os.environ.get("BASTION_BENCH_AUDIT_APPENDS", "2000"))
 CALL_ROUNDS = int(os.environ.get("BASTION_BENCH_AUDIT_ROUNDS", "40"))
 VERIFY_EVENTS = int(os.environ.get("BASTION_BENCH_AUDIT_EVENTS", "1000000"))
@@ -197,7 +198,7 @@ class _OneTransactionRecorder:
         await self.append(event)
 
 
-async def measure_calls(database: str, state_dsn: str, state_dir: str) -> dict[str, Any]:
+async def measure_calls(database: str, state_dsn: str, state_dir: str, width: int = 50) -> dict[str, Any]:
     from server.app import RuntimeHolder
     from server.config import parse_config
     from server.identity.agent import ClientInfo, TransportInfo
@@ -248,7 +249,7 @@ async def measure_calls(database: str, state_dsn: str, state_dir: str) -> dict[s
                 warm = r == 0  # round 0 warms caches and pools
                 into, audit = ([], []) if warm else (samples[label], stage[label])
                 started, cpu_started = time.perf_counter(), time.process_time()
-                await asyncio.gather(*(one(r * 50 + i, into, audit) for i in range(50)))
+                await asyncio.gather(*(one(r * width + i, into, audit) for i in range(width)))
                 if not warm:
                     walls[label] += time.perf_counter() - started
                     cpu[label] += time.process_time() - cpu_started
@@ -356,7 +357,10 @@ async def measure_async() -> dict[str, Any]:
             appends = await measure_appends(
                 {"postgres": await new_schema(database), "sqlite": "sqlite:///appends.db"}, state_dir
             )
-            calls = await measure_calls(database, await new_schema(database), state_dir)
+            calls = {
+                width: await measure_calls(database, await new_schema(database), state_dir, width)
+                for width in CALL_WIDTHS
+            }
             verify = await measure_verify(await new_schema(database), Path(state_dir) / "verify.db", VERIFY_EVENTS)
     finally:
         await _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
@@ -392,20 +396,21 @@ def report(figures: dict[str, Any]) -> str:
         + ", ".join(f"{b} {appends[f'{b}|batch']:.1f}" for b in ("postgres", "sqlite"))
         + ".",
         "",
-        f"**What audit adds to a call** (50 concurrent governed `query` point lookups, {CALL_ROUNDS} rounds, "
-        "PostgreSQL state store, one event loop):",
+        f"**What audit adds to a call** (10 and 50 concurrent governed `query` point lookups, {CALL_ROUNDS} "
+        "rounds each, the modes taking turns round by round; PostgreSQL state store; one event loop):",
         "",
-        "| recorder | median call (ms) | p99 call (ms) | calls/s | audit adds at the median (ms) "
+        "| concurrent | recorder | median call (ms) | p99 call (ms) | calls/s | audit adds at the median (ms) "
         "| audit stage, median (ms) | CPU per call (µs) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    base = calls["no audit"]["median_ms"]
-    for label, f in calls.items():
-        added = "—" if label == "no audit" else f"{f['median_ms'] - base:+.2f}"
-        lines.append(
-            f"| {label} | {f['median_ms']:.2f} | {f['p99_ms']:.2f} | {f['per_second']:,.0f} | {added} "
-            f"| {f['audit_stage_ms']:.2f} | {f['cpu_us']:.0f} |"
-        )
+    for width, by_recorder in calls.items():
+        base = by_recorder["no audit"]["median_ms"]
+        for label, f in by_recorder.items():
+            added = "—" if label == "no audit" else f"{f['median_ms'] - base:+.2f}"
+            lines.append(
+                f"| {width} | {label} | {f['median_ms']:.2f} | {f['p99_ms']:.2f} | {f['per_second']:,.0f} | {added} "
+                f"| {f['audit_stage_ms']:.2f} | {f['cpu_us']:.0f} |"
+            )
     lines += [
         "",
         f"**Verify** ({verify['events']:,} events, loaded in bulk with their real chain; only verification timed):",

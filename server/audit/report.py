@@ -23,6 +23,7 @@ from server.audit.verify import Verification, verify_trail
 from server.store.base import StateStore, UnreadableEvent
 
 DECISIONS = ("allow", "deny", "approval_required", "error")
+APPROVER_TOOLS = frozenset({"(approve)", "(deny)"})
 WRITE_KINDS = frozenset({"insert", "update", "delete", "merge", "ddl", "admin"})
 #: the most rows a detail table lists; the rest is counted and left to `bastion audit export`
 MAX_LISTED = 2_000
@@ -87,6 +88,8 @@ class Report:
     pii: dict[tuple[str, str], PiiAccess] = field(default_factory=dict)
     denials: list[StoredEvent] = field(default_factory=list)
     approvals: list[StoredEvent] = field(default_factory=list)
+    #: approvers' decisions on approval requests, as the approvals service records them
+    approver_decisions: list[StoredEvent] = field(default_factory=list)
     writes: list[StoredEvent] = field(default_factory=list)
     errors: int = 0
     #: checkpoints, policy reloads and other events that are not tool calls
@@ -98,7 +101,7 @@ class Report:
 
     @property
     def empty(self) -> bool:
-        return self.calls == 0
+        return self.calls == 0 and not self.approver_decisions
 
     @property
     def period_start(self) -> datetime | None:
@@ -141,6 +144,9 @@ def _keep(report: Report, items: list[StoredEvent], kind: str, stored: StoredEve
 
 def _add(report: Report, stored: StoredEvent) -> None:
     event = stored.event
+    if event.tool in APPROVER_TOOLS:  # a human approving or denying a request (issue 6)
+        _keep(report, report.approver_decisions, "approver_decisions", stored)
+        return
     if event.tool.startswith("("):
         report.bookkeeping[event.tool] += 1
         return

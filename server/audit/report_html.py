@@ -152,6 +152,12 @@ def _findings(report: Report) -> str:
         if unapproved:
             line += f"; <strong>{_n(unapproved)} without a recorded approver</strong>"
         items.append(f"<li>{line}.</li>")
+    decided = report.approver_decisions
+    if decided:
+        granted = sum(1 for d in decided if d.event.tool == "(approve)" and d.event.decision == "allow")
+        deciders = sorted({d.event.approver for d in decided if d.event.approver})
+        who = ", ".join(f"<strong>{escape(a)}</strong>" for a in deciders)
+        items.append(f"<li>{_n(len(decided))} approval decision(s) by {who}: {_n(granted)} approved.</li>")
     denied = report.decisions.get("deny", 0) + report.decisions.get("approval_required", 0)
     if denied:
         items.append(f"<li>{_n(denied)} call(s) were refused or held for approval; each is listed below.</li>")
@@ -234,7 +240,43 @@ def _denials(report: Report) -> str:
     return (table or '<p class="empty">Nothing was refused in this period.</p>') + _overflow(report, "denials")
 
 
+def _approver_decisions(report: Report) -> str:
+    rows = []
+    for s in report.approver_decisions:
+        event = s.event
+        approved = event.tool == "(approve)" and event.decision == "allow"
+        verdict = '<span class="tag allow">approved</span>' if approved else '<span class="tag deny">denied</span>'
+        if event.error or (event.tool == "(approve)" and not approved):
+            verdict = '<span class="tag error">refused</span>'
+        rows.append(
+            [
+                _time(event.time, seconds=True),
+                f"<strong>{escape(event.approver or '—')}</strong>",
+                verdict,
+                f"<code>{escape(event.approval_id or '—')}</code>",
+                escape(event.agent_id or "—"),
+                _sql(s),
+                escape("; ".join(event.reasons) or "—"),
+            ]
+        )
+    headers = ["Time (UTC)", "Approver", "Decision", "Approval", "Requested by", "Statement", "Note"]
+    return _table(headers, rows, nowrap=(0, 1, 2, 3, 4))
+
+
 def _approvals(report: Report) -> str:
+    decided = _approver_decisions(report)
+    ran = _ran_under_approval(report)
+    if not decided and not ran:
+        return '<p class="empty">No approval was decided or used in this period.</p>'
+    parts = []
+    if decided:
+        parts.append("<h3>Decisions by approvers</h3>" + decided + _overflow(report, "approver_decisions"))
+    if ran:
+        parts.append("<h3>Calls that ran under an approval</h3>" + ran)
+    return "".join(parts)
+
+
+def _ran_under_approval(report: Report) -> str:
     rows = [
         [
             _time(s.event.time, seconds=True),
@@ -249,9 +291,7 @@ def _approvals(report: Report) -> str:
     ]
     headers = ["Time (UTC)", "Agent", "Approval", "Approved by", "Statement", "Outcome", "Rows"]
     table = _table(headers, rows, numeric=(6,), nowrap=(0, 1, 2, 3, 5))
-    return (table or '<p class="empty">No call in this period carried an approval.</p>') + _overflow(
-        report, "approvals"
-    )
+    return table + (_overflow(report, "approvals") if table else "")
 
 
 def _writes(report: Report) -> str:
@@ -347,7 +387,7 @@ def render_report(report: Report, *, title: str = "Database access audit report"
             _section(
                 "approvals",
                 "Approvals",
-                "Every call that ran under a human's approval, and who approved it.",
+                "Every approval decided in the period, and every call that ran under one, with its approver.",
                 _approvals(report),
             ),
             _section("writes", "Writes", "Every write that ran, its row count and its approver.", _writes(report)),

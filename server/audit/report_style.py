@@ -25,6 +25,7 @@ h1 { font-family: "Georgia", "DejaVu Serif", "Liberation Serif", serif; font-wei
      margin: 6px 0 16px; letter-spacing: -.01em; }
 h2 { font-family: "Georgia", "DejaVu Serif", "Liberation Serif", serif; font-weight: 600; font-size: 20px;
      margin: 0 0 4px; padding-top: 8px; }
+h3 { font-size: 13px; font-weight: 600; margin: 16px 0 2px; color: var(--ink); }
 dl.meta { display: grid; grid-template-columns: repeat(4, 1fr); gap: 12px 24px; margin: 0; }
 dl.meta dt { font-size: 11px; text-transform: uppercase; letter-spacing: .08em; color: var(--muted); }
 dl.meta dd { margin: 2px 0 0; font-weight: 500; overflow-wrap: anywhere; }

@@ -12,9 +12,12 @@ statements behind, and those must not carry over from one agent's call to the ne
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
 from operator import itemgetter
 from typing import Any, TypeVar
 
@@ -240,7 +243,6 @@ _FIXED_SIZES = {
     "timetz": 12,
     "interval": 16,
     "uuid": 16,
-    "numeric": 16,
     "inet": 16,
     "cidr": 16,
     "macaddr": 6,
@@ -263,14 +265,26 @@ def _type_name(pg_type: Any) -> str:
 
 
 def _value_size(value: Any) -> int:
-    """A cheap size estimate for values of the less common types (arrays, composites, ranges)."""
+    """A size estimate for values of the less common types, proportional to what they will cost
+    as JSON: numeric by its digits (a numeric can hold 131,072 of them), bit strings by their bits,
+    arrays and composites element by element, anything else by its text form."""
     if value is None:
         return 0
     if isinstance(value, (str, bytes, bytearray)):
         return len(value)
+    if isinstance(value, Decimal):
+        return 2 + len(value.as_tuple().digits) if value.is_finite() else 8
+    if isinstance(value, (int, float, bool)):
+        return 8
     if isinstance(value, (list, tuple, asyncpg.Record)):
         return 4 + sum(map(_value_size, value))
-    return 16
+    if isinstance(value, asyncpg.BitString):
+        return 1 + len(value)
+    if isinstance(value, dict):
+        return 4 + sum(_value_size(k) + _value_size(v) for k, v in value.items())
+    if isinstance(value, (datetime.date, datetime.time, datetime.timedelta, uuid.UUID)):
+        return 32
+    return len(str(value))
 
 
 class _RowSizer:

@@ -10,6 +10,8 @@ catalog snapshot, so they run with authorization, not in the analyzer.
 
 from __future__ import annotations
 
+import sqlglot.expressions as exp
+
 from server.db.base import Catalog
 from server.errors import SQLRejected
 from server.sql.lineage import OutputLineage
@@ -19,9 +21,35 @@ from server.sql.statement import Statement
 _HINT = "Call the built-in with explicit casts in pg_catalog (e.g. pg_catalog.round), or ask an operator."
 
 
+#: object-identifier types: a cast to one looks names up in the system catalogs (`g::regclass`
+#: enumerates relations, `'x'::regrole` roles), which `describe` is the governed way to learn
+_CATALOG_TYPES = frozenset(
+    {
+        "regclass",
+        "regproc",
+        "regprocedure",
+        "regoper",
+        "regoperator",
+        "regtype",
+        "regrole",
+        "regnamespace",
+        "regconfig",
+        "regdictionary",
+        "regcollation",
+    }
+)
+
+
 def refuse_user_code(statement: Statement, catalog: Catalog, traced: OutputLineage | None) -> None:
     if statement.dialect != "postgres":
         return
+    for node in statement.ast.find_all(exp.DataType):
+        name = node.sql(dialect="postgres").lower()
+        if name in _CATALOG_TYPES:
+            raise SQLRejected(
+                f"casts to {name} look names up in the system catalogs, which Bastion does not expose.",
+                hint="Call describe to learn the schema.",
+            )
     overloaded = sorted(set(statement.functions) & catalog.user_functions & BUILTIN_FUNCTIONS)
     if overloaded:
         raise SQLRejected(

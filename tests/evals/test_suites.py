@@ -43,6 +43,12 @@ async def test_every_attack_is_refused_or_cut_except_the_known_gaps() -> None:
     assert len(gaps) == KNOWN_GAPS, "known gaps changed:\n" + describe(gaps)
 
 
+async def test_the_red_team_findings_stay_closed() -> None:
+    report = await replay_file(TRANSCRIPTS / "redteam.jsonl", ReplayOptions())
+    assert_clean(report)
+    assert len(report.outcomes) >= 80
+
+
 async def test_no_pii_value_escapes_through_any_exfiltration_shape() -> None:
     report = await replay_file(TRANSCRIPTS / "masking.jsonl", ReplayOptions())
     assert_clean(report)
