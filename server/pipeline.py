@@ -10,7 +10,6 @@ committed.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -196,15 +195,10 @@ async def enforce(runtime: Runtime, state: CallState) -> CallState:
     return state
 
 
-@functools.lru_cache(maxsize=1024)
-def regenerated_sql(sql: str, dialect: str) -> str:
-    """The analyzed tree rendered back to SQL, cached like the analysis itself (same key)."""
-    return analyze_sql(sql, dialect).ast.sql(dialect=dialect)
-
-
 async def rewrite(runtime: Runtime, state: CallState) -> CallState:
-    """Apply the decision's row filters and row limit. What runs is what was analyzed: the SQL
-    regenerated from the (rewritten) tree, never text the analyzer did not see."""
+    """Apply the decision's row filters and row limit. What runs is what was analyzed: the text
+    itself when nothing is rewritten (both parsers agreed on it), else the SQL regenerated from the
+    rewritten tree."""
     assert state.statement is not None and state.decision is not None and state.database is not None
     requested = state.call.max_rows
     if state.decision.max_rows is not None:
@@ -215,7 +209,10 @@ async def rewrite(runtime: Runtime, state: CallState) -> CallState:
         tree = apply_row_filters(statement.ast, state.decision.row_filters, dialect=statement.dialect, catalog=catalog)
         sql = tree.sql(dialect=statement.dialect)
     else:
-        sql = regenerated_sql(statement.sql, statement.dialect)
+        # PostgreSQL's own parser read this text exactly as the analysis did (crosscheck), and
+        # SQLite runs it under an authorizer: the text the agent wrote runs, so its functions,
+        # column names and types are the database's own (sqlglot's rendering renames some)
+        sql = statement.sql
     return replace(state, sql_to_run=sql, limits=runtime.limits(state.database, max_rows=requested))
 
 

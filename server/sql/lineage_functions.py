@@ -113,9 +113,15 @@ class TableFunctions(Expressions):
                 cols = None
                 continue
             cols.extend(template.renamed(out) for out in outs)
-        ordinality = node.args.get("ordinality") or node.args.get("offset")
+        ordinality = (
+            node.args.get("ordinality")
+            or node.args.get("offset")
+            or next((f.args.get("offset") for f in functions if f.args.get("offset")), None)
+        )
         if cols is not None and ordinality:
-            cols.append(Col("ordinality"))
+            # `WITH ORDINALITY AS u(val, pos)`: sqlglot keeps the last name, the ordinality's, apart
+            named = ordinality.name if isinstance(ordinality, exp.Identifier) else ""
+            cols.append(Col(self.fold(ordinality) if named else "ordinality"))
         if names and (cols is None or len(names) >= len(cols)):
             cols = [template.renamed(n) for n in names]
         elif cols is not None:

@@ -246,8 +246,20 @@ def _table(node: exp.Table, ctes: frozenset[str], target: bool, fold: Fold, fact
     facts.tables[TableRef(name, schema)] = None
 
 
+def _quantifier(node: exp.Func) -> bool:
+    """`x <> ALL (ARRAY[...])`, `x = SOME (...)`: sqlglot parses the quantifier as a call named ALL
+    or SOME on the right of a comparison; PostgreSQL's grammar has no such function."""
+    return (
+        isinstance(node, exp.Anonymous)
+        and isinstance(node.this, str)
+        and node.this.upper() in ("ALL", "SOME", "ANY")
+        and isinstance(node.parent, exp.Binary)
+        and node.arg_key == "expression"
+    )
+
+
 def _function(node: exp.Func, sql: str, fold: Fold, builtins: frozenset[str] | None, facts: Facts) -> None:
-    if isinstance(node, _SYNTAX_FUNCS):
+    if isinstance(node, _SYNTAX_FUNCS) or _quantifier(node):
         return
     call = _call(node, sql, fold)
     if call.reported:

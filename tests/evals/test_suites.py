@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from evals.replay import CallOutcome, FileReport, ReplayOptions, replay_file
 
 TRANSCRIPTS = Path(__file__).resolve().parents[2] / "evals" / "transcripts"
@@ -55,11 +57,12 @@ async def test_no_pii_value_escapes_through_any_exfiltration_shape() -> None:
     assert len(report.outcomes) >= 50
 
 
-async def test_every_analytics_call_is_allowed_and_returns_the_databases_rows() -> None:
-    report = await replay_file(TRANSCRIPTS / "analytics.jsonl", ReplayOptions())
+@pytest.mark.parametrize("suite", ["analytics.jsonl", "analytics_more.jsonl"])
+async def test_every_analytics_call_is_allowed_and_returns_the_databases_rows(suite: str) -> None:
+    report = await replay_file(TRANSCRIPTS / suite, ReplayOptions())
     assert_clean(report)
     assert len(report.outcomes) >= 60
-    assert all(o.status == "pass" and o.decision == "allow" for o in report.outcomes)
+    assert all(o.status == "pass" and o.decision in ("allow", None) for o in report.outcomes)
 
 
 async def test_a_deliberately_weakened_policy_makes_the_attacks_fail_readably(tmp_path: Path) -> None:
