@@ -28,8 +28,12 @@ from starlette.responses import JSONResponse
 import server
 from server.approvals.http_api import ApprovalsHttpApi
 from server.approvals.service import start_approvals
+from server.audit.checkpoint import audit_key_from_env
+from server.audit.context import conversation_id
 from server.audit.event import AuditEvent
 from server.audit.recorder import AuditRecorder
+from server.audit.retention import start_audit_maintenance
+from server.audit.verify import check_trail_at_start
 from server.config import BastionConfig
 from server.db import open_database
 from server.errors import AuditUnavailable
@@ -41,6 +45,7 @@ from server.policy.errors import PolicyError
 from server.policy.reload import PolicyWatcher, load_or_refuse
 from server.runtime import Runtime, policy_directory
 from server.store import open_state_store
+from server.telemetry import configure_telemetry
 from tools import approval_status as approval_status_tool
 from tools import describe as describe_tool
 from tools import explain as explain_tool
@@ -79,6 +84,12 @@ class RuntimeHolder:
         try:
             store = await open_state_store(self.config.state.dsn, base_dir=self.config.base_dir)
             stack.push_async_callback(store.close)
+            # a broken chain is said loudly (CRITICAL) and start-up continues; verify pinpoints it
+            await check_trail_at_start(store, audit_key_from_env())
+            maintenance = start_audit_maintenance(store, self.config)
+            stack.push_async_callback(maintenance.stop)
+            telemetry = configure_telemetry(self.config.telemetry, databases=self.config.databases)
+            stack.callback(telemetry.shutdown)
             databases = {}
             for name, settings in self.config.databases.items():
                 database = open_database(name, settings, base_dir=self.config.base_dir)
@@ -96,6 +107,7 @@ class RuntimeHolder:
             policy=engine,
             masker=masker,
             store=store,
+            telemetry=telemetry,
         )
         watcher = self._watch_policies(runtime, directory)
         stack.callback(watcher.stop)
@@ -202,6 +214,7 @@ class AuditUnhandledCalls:
             groups=agent.groups,
             auth_method=agent.auth_method,
             request_meta=transport.request_meta,
+            conversation_id=conversation_id(transport.request_meta),
             arguments={"_raw": str(arguments)[:4000]} if arguments is not None else {},
             duration_ms=round(duration, 3),
             error=f"invalid_call: {(error_text or 'the call was rejected before reaching a tool')[:500]}",

@@ -58,6 +58,8 @@ class DatabaseConfig(_Strict):
 
 class StateConfig(_Strict):
     dsn: str = DEFAULT_STATE_DSN
+    #: audit events older than this are pruned (daily), the chain kept verifiable from a checkpoint
+    audit_retention_days: int | None = Field(default=None, ge=1)
 
     @field_validator("dsn")
     @classmethod
@@ -220,7 +222,7 @@ def apply_environment(config: BastionConfig) -> BastionConfig:
     if agent := os.environ.get("BASTION_AGENT"):
         updates["identity"] = config.identity.model_copy(update={"stdio_agent": agent})
     if state_dsn := os.environ.get("BASTION_STATE_DSN"):
-        updates["state"] = StateConfig(dsn=state_dsn)
+        updates["state"] = config.state.model_copy(update={"dsn": state_dsn})
     return config.model_copy(update=updates) if updates else config
 
 

@@ -130,16 +130,38 @@ async def authorize(runtime: Runtime, state: CallState) -> CallState:
     if traced is not None:
         traced = untraced_carry_all(traced, tables, pii)
     unmasked = unmasked_requests(traced.columns, pii) if traced else _named_pii(state.statement, tables, pii)
+    probed = compared_pii(traced, pii) if traced is not None else {}
+    asked = tuple(dict.fromkeys((*unmasked, *probed.items())))
     request = AuthorizationRequest(
         agent=state.agent,
         database=state.database,
         actions=statement_actions(state.statement, tables),
-        unmasked=unmasked,
+        unmasked=asked,
         context=_policy_context(state, runtime, unmasked),
     )
-    return replace(
-        state, tables=tables, decision=engine.authorize(request), lineage=traced, pii=pii, authorization=request
-    )
+    decision = engine.authorize(request)
+    spelled = sorted(column for column in probed if column in decision.masks)
+    if spelled:
+        raise PolicyDenied(
+            f"this statement compares the masked column {spelled[0]} with values that vary row by row, which "
+            "could spell its values out.",
+            hint="Compare PII columns with literals only, or ask for access to the unmasked values.",
+            policy_ids=decision.policy_ids,
+        )
+    return replace(state, tables=tables, decision=decision, lineage=traced, pii=pii, authorization=request)
+
+
+def compared_pii(traced: OutputLineage, pii: Mapping[str, str]) -> dict[str, str]:
+    """PII columns compared, in a filter, with something that varies per row and is not itself PII
+    (`substr(email, i, 1) = ch`); a join of two PII columns (`a.email = b.email`) is not a probe."""
+    found: dict[str, str] = {}
+    for sources, varying, other in traced.comparisons:
+        if not varying or any(source in pii for source in other):
+            continue
+        for source in sources:
+            if source in pii:
+                found[source] = pii[source]
+    return found
 
 
 def untraced_carry_all(
@@ -204,6 +226,16 @@ async def rewrite(runtime: Runtime, state: CallState) -> CallState:
     if state.decision.max_rows is not None:
         requested = min(requested or state.decision.max_rows, state.decision.max_rows)
     statement = state.statement
+    named = set(statement.tables)
+    direct = {table.qualified for table in state.tables if table.ref in named}
+    hidden = sorted(set(state.decision.row_filters) - direct)
+    if hidden:
+        # a child table read through its parent cannot be filtered by rewriting the parent's reference
+        raise PolicyDenied(
+            f"table {hidden[0]} is under a row filter and this statement reads it only through its parent.",
+            hint=f"Query {hidden[0]} by name, or the parent with ONLY.",
+            policy_ids=state.decision.policy_ids,
+        )
     if state.decision.row_filters:
         catalog = await runtime.database(state.database).catalog()
         tree = apply_row_filters(statement.ast, state.decision.row_filters, dialect=statement.dialect, catalog=catalog)
@@ -308,27 +340,32 @@ DESCRIBE: tuple[Stage, ...] = (identify, scopes, lookup)
 
 async def run(runtime: Runtime, call: ToolCall, stages: tuple[Stage, ...]) -> CallState:
     """Run the stages in order, then audit; re-raise a stage's refusal after it is on record."""
+    telemetry = runtime.telemetry
     started = time.perf_counter()
     state = CallState(call=call)
     error: BastionError | None = None
-    try:
-        for stage in stages:
-            stage_started = time.perf_counter()
-            state = await stage(runtime, state)
-            state.timings[stage.__name__] = (time.perf_counter() - stage_started) * 1000
-    except BastionError as refusal:
-        error = refusal
-    except Exception:
-        # Fail closed: an unexpected fault is a failed call, described without its internals.
-        log.exception("unexpected error in the %s pipeline", call.tool)
-        error = QueryFailed(
-            "Bastion hit an internal error and returned no data.",
-            hint="Try again; if it persists, tell the operator (the server log has the details).",
-        )
-    audit_started = time.perf_counter()
-    event = approvals.audit_approval(event_for(state, error, duration_ms=(audit_started - started) * 1000), state)
-    await runtime.recorder.record(event)
-    state.timings["audit"] = (time.perf_counter() - audit_started) * 1000
+    with telemetry.call_span(call) as span:
+        try:
+            for stage in stages:
+                stage_started = time.perf_counter()
+                with telemetry.stage_span(stage.__name__):
+                    state = await stage(runtime, state)
+                state.timings[stage.__name__] = (time.perf_counter() - stage_started) * 1000
+        except BastionError as refusal:
+            error = refusal
+        except Exception:
+            # Fail closed: an unexpected fault is a failed call, described without its internals.
+            log.exception("unexpected error in the %s pipeline", call.tool)
+            error = QueryFailed(
+                "Bastion hit an internal error and returned no data.",
+                hint="Try again; if it persists, tell the operator (the server log has the details).",
+            )
+        audit_started = time.perf_counter()
+        event = approvals.audit_approval(event_for(state, error, duration_ms=(audit_started - started) * 1000), state)
+        with telemetry.stage_span("audit"):
+            await runtime.recorder.record(event)
+        state.timings["audit"] = (time.perf_counter() - audit_started) * 1000
+        telemetry.record_call(span, state, event)
     if error is not None:
         raise error
     return replace(state, audit_id=event.id)

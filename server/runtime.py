@@ -22,6 +22,7 @@ from server.pii.mask import Masker
 from server.policy.engine import NoPolicyEngine, PolicyEngine
 from server.policy.schema import SHIPPED_POLICIES
 from server.store import StateStore
+from server.telemetry import Telemetry
 
 
 class UnknownDatabase(BastionError):
@@ -44,6 +45,7 @@ class Runtime:
     transport: str = "stdio"
     policy: PolicyEngine | NoPolicyEngine = field(default_factory=lambda: NoPolicyEngine("policies not loaded"))
     masker: Masker | None = None
+    telemetry: Telemetry = field(default_factory=Telemetry)
     store: StateStore | None = None
     #: per database: the catalog snapshot classified, and "schema.table.column" -> PII entity
     pii: dict[str, tuple[Catalog, Mapping[str, str]]] = field(default_factory=dict)

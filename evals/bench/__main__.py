@@ -71,12 +71,19 @@ def _tokens() -> str:
     )
 
 
+def _audit() -> str:
+    from evals.bench import audit
+
+    return "## Audit trail (`evals/bench/audit.py`)\n\n" + audit.report(audit.measure())
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "overhead": _overhead,
     "authorization": _authorization,
     "masking": _masking,
     "recall": _recall,
     "tokens": _tokens,
+    "audit": _audit,
 }
 
 

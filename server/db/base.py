@@ -64,6 +64,18 @@ class Catalog:
     #: a call or operator with such a name may resolve to user code Bastion cannot see
     user_functions: frozenset[str] = frozenset()
     user_operators: frozenset[str] = frozenset()
+    #: (schema, table) -> its inheritance children and partitions, which a read of it also reads
+    children: Mapping[tuple[str, str], tuple[tuple[str, str], ...]] = field(default_factory=dict)
+
+    def descendants(self, schema: str, name: str) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        pending = list(self.children.get((schema, name), ()))
+        while pending:
+            child = pending.pop()
+            if child not in found:
+                found.append(child)
+                pending.extend(self.children.get(child, ()))
+        return found
 
     def find(self, name: str, schema: str | None = None) -> TableInfo | None:
         """Resolve a table as the database would: an explicit schema, else the first schema of the

@@ -420,6 +420,14 @@ async def _rollback(conn: asyncpg.Connection) -> None:
 
 #: functions and operators written by users (not pg_catalog, not an extension's members): a call
 #: to a built-in name can resolve to one of these overloads, and an operator to user code
+#: inheritance children and partitions: reading a parent reads them too
+_CHILDREN_SQL = """
+SELECT pn.nspname AS parent_schema, p.relname AS parent, cn.nspname AS child_schema, c.relname AS child
+FROM pg_inherits i
+JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace
+JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
+"""
+
 _USER_CODE_SQL = """
 SELECT
   (SELECT array_agg(DISTINCT lower(p.proname)) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
@@ -431,6 +439,13 @@ SELECT
       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_operator'::regclass AND d.objid = o.oid
                       AND d.deptype = 'e')) AS operators
 """
+
+
+def _children_of(rows: Sequence[Any]) -> dict[tuple[str, str], tuple[tuple[str, str], ...]]:
+    children: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for row in rows:
+        children.setdefault((row["parent_schema"], row["parent"]), []).append((row["child_schema"], row["child"]))
+    return {parent: tuple(sorted(kids)) for parent, kids in children.items()}
 
 
 class PostgresDatabase:
@@ -697,6 +712,7 @@ class PostgresDatabase:
                 columns = await conn.fetch(_COLUMNS_SQL)
                 constraints = await conn.fetch(_CONSTRAINTS_SQL)
                 user_code = await conn.fetchrow(_USER_CODE_SQL)
+                inherits = await conn.fetch(_CHILDREN_SQL)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
             raise postgres_error(error, database=self.name, timeout_ms=CATALOG_TIMEOUT_MS) from None
         assert head is not None
@@ -709,4 +725,5 @@ class PostgresDatabase:
             schemas=tuple(head["schemas"]),
             user_functions=frozenset(user_code["functions"] or ()) if user_code else frozenset(),
             user_operators=frozenset(user_code["operators"] or ()) if user_code else frozenset(),
+            children=_children_of(inherits),
         )

@@ -70,4 +70,10 @@ def resolve_tables(
                 policy_ids=("bastion:unknown-table",),
             )
         resolved.append(ResolvedTable(ref, info))
-    return tuple(resolved)
+        # a read of a parent reads its inheritance children and partitions too (without ONLY, and
+        # Bastion does not rely on ONLY): policy is asked about each of them
+        for schema, name in catalog.descendants(info.schema, info.name):
+            child = catalog.tables.get((schema, name))
+            if child is not None:
+                resolved.append(ResolvedTable(TableRef(name, schema), child))
+    return tuple(dict.fromkeys(resolved))

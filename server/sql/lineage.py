@@ -78,6 +78,9 @@ class OutputLineage:
     #: `alias.name` references to columns the relation does not have (PostgreSQL would call a
     #: function `name(alias)`): the caller refuses the statement
     phantoms: frozenset[str] = frozenset()
+    #: comparisons in filters: (the sources of one side, whether the other side varies per row,
+    #: the other side's sources)
+    comparisons: tuple[tuple[frozenset[str], bool, frozenset[str]], ...] = ()
 
     def aligned(self, count: int) -> tuple[OutputColumn, ...]:
         """The lineage of a result with `count` columns, position by position; every column
@@ -156,7 +159,9 @@ def _trace(statement: Statement, catalog: Catalog) -> OutputLineage:
     columns = tuple(_column(col) for col in cols)
     if not tracer.exact:  # safe even for a caller that zips without asking `aligned()`
         columns = _union(len(columns), columns)
-    return OutputLineage(columns, frozenset(tracer.filters), tracer.exact, frozenset(tracer.phantoms))
+    return OutputLineage(
+        columns, frozenset(tracer.filters), tracer.exact, frozenset(tracer.phantoms), tuple(tracer.comparisons)
+    )
 
 
 def _union(count: int, columns: tuple[OutputColumn, ...]) -> tuple[OutputColumn, ...]:

@@ -65,6 +65,10 @@ class Expressions:
         #: `alias.name` references to a relation of known columns that has no such column: PostgreSQL
         #: reads them as a call `name(alias)` (functional notation), which may run any function
         self.phantoms: set[str] = set()
+        #: comparisons in filtering positions: (sources of one side, whether the other side varies
+        #: per row). `substr(email, i, 1) = d.ch` joined against an alphabet spells a masked value
+        #: out character by character; the caller refuses it when the column is masked
+        self.comparisons: list[tuple[frozenset[str], bool, frozenset[str]]] = []
         self.exact = True
 
     def query(self, node: exp.Expression, outer: Scope | None, ctes: dict[str, list[Col] | None]) -> list[Col]:
@@ -131,9 +135,22 @@ class Expressions:
                 stack.extend((child, reveal, True) for child in item.expressions)
             elif isinstance(item, exp.Lambda):
                 acc.untraced = True
+            elif filt and isinstance(item, _COMPARISONS):
+                self._comparison(item, scope)
+                stack.extend((child, reveal, filt) for child in _children(item))
             else:
                 stack.extend((child, reveal, filt) for child in _children(item))
         return acc
+
+    def _comparison(self, item: exp.Expression, scope: Scope) -> None:
+        sides = [child for child in _children(item) if isinstance(child, exp.Expression)]
+        side_sources = [frozenset(self.expr(side, scope).col("").sources) for side in sides]
+        for index, sources in enumerate(side_sources):
+            if not sources:
+                continue
+            others = sides[:index] + sides[index + 1 :]
+            other_sources = frozenset().union(*(side_sources[:index] + side_sources[index + 1 :]))
+            self.comparisons.append((sources, any(_varies(other) for other in others), other_sources))
 
     def _add(self, acc: Acc, col: Col, reveal: bool, filtering: bool) -> None:
         if filtering:
@@ -221,6 +238,36 @@ class Expressions:
             if isinstance(start, int) and isinstance(end, int) and self.sql:
                 return self.fold(self.sql[start : end + 1].strip('"')).lower()
         return "?column?"
+
+
+_COMPARISONS: tuple[type[exp.Expression], ...] = tuple(
+    node_type
+    for node_type in (
+        exp.EQ,
+        exp.NEQ,
+        exp.GT,
+        exp.GTE,
+        exp.LT,
+        exp.LTE,
+        exp.Like,
+        exp.ILike,
+        exp.In,
+        exp.Between,
+        getattr(exp, "SimilarTo", None),
+        getattr(exp, "NullSafeEQ", None),
+        getattr(exp, "NullSafeNEQ", None),
+        getattr(exp, "RegexpLike", None),
+        getattr(exp, "RegexpILike", None),
+        getattr(exp, "Glob", None),
+    )
+    if node_type is not None
+)
+
+
+def _varies(node: exp.Expression) -> bool:
+    """Whether a comparison operand can take a different value on each row: it reads a column or
+    a subquery, as opposed to literals and functions of them."""
+    return node.find(exp.Column, exp.Select, exp.Subquery, exp.Star) is not None
 
 
 def _children(node: exp.Expression) -> list[exp.Expression]:

@@ -51,6 +51,20 @@ async def test_the_red_team_findings_stay_closed() -> None:
     assert len(report.outcomes) >= 80
 
 
+#: views are resources of their own: a view over another schema's table is authorized by the view's
+#: name, and its columns are classified by their own names and values (vw-001, vw-002)
+REDTEAM2_KNOWN_GAPS = 2
+
+
+async def test_the_second_red_team_round_stays_closed_except_the_known_gaps() -> None:
+    report = await replay_file(TRANSCRIPTS / "redteam2.jsonl", ReplayOptions())
+    assert_clean(report)
+    closed = [o for o in report.outcomes if o.status == "gap_closed"]
+    assert not closed, "these known gaps hold now; remove their known_gap flag:\n" + describe(closed)
+    gaps = [o for o in report.outcomes if o.status == "known_gap"]
+    assert len(gaps) == REDTEAM2_KNOWN_GAPS, "known gaps changed:\n" + describe(gaps)
+
+
 async def test_no_pii_value_escapes_through_any_exfiltration_shape() -> None:
     report = await replay_file(TRANSCRIPTS / "masking.jsonl", ReplayOptions())
     assert_clean(report)
