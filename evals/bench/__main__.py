@@ -77,6 +77,14 @@ def _audit() -> str:
     return "## Audit trail (`evals/bench/audit.py`)\n\n" + audit.report(audit.measure())
 
 
+def _concurrency() -> str:
+    from evals.bench import concurrency
+
+    return "## Concurrency over streamable HTTP (`evals/bench/concurrency.py`)\n\n" + concurrency.report(
+        asyncio.run(concurrency.measure())
+    )
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "overhead": _overhead,
     "authorization": _authorization,
@@ -84,6 +92,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "recall": _recall,
     "tokens": _tokens,
     "audit": _audit,
+    "concurrency": _concurrency,
 }
 
 
