@@ -1,15 +1,13 @@
 """OpenTelemetry: spans and metrics captured with the SDK's in-memory exporter and reader.
 
-The pipeline is run here through `traced_run`, the exact wiring proposed for `server.pipeline.run`
+The pipeline is run here through `traced_run`, which is `server.pipeline.run` with this test's telemetry
 (see docs/audit.md), against the real shop database; `test_a_call_over_mcp_is_one_span_with_stages`
-drives a real MCP session and runs once `server.pipeline.run` itself is wired (it skips until then).
+drives a real MCP session.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +19,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from server.app import RuntimeHolder
-from server.audit.build import event_for
 from server.config import BastionConfig, TelemetryConfig, parse_config
 from server.errors import BastionError
 from server.identity.agent import ClientInfo, TransportInfo
-from server.pipeline import DESCRIBE, QUERY, CallState, Stage, ToolCall
+from server.pipeline import DESCRIBE, QUERY, CallState, Stage, ToolCall, run
 from server.runtime import Runtime
 from server.telemetry import Telemetry, configure_telemetry, db_system, normalized_sql
 from tests.conftest import ScratchDatabase
@@ -37,28 +34,9 @@ TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 
 
 async def traced_run(runtime: Runtime, call: ToolCall, stages: tuple[Stage, ...], telemetry: Telemetry) -> CallState:
-    """`server.pipeline.run` with the telemetry lines added (docs/audit.md gives them to the lead)."""
-    started = time.perf_counter()
-    state = CallState(call=call)
-    error: BastionError | None = None
-    with telemetry.call_span(call) as span:
-        try:
-            for stage in stages:
-                stage_started = time.perf_counter()
-                with telemetry.stage_span(stage.__name__):
-                    state = await stage(runtime, state)
-                state.timings[stage.__name__] = (time.perf_counter() - stage_started) * 1000
-        except BastionError as refusal:
-            error = refusal
-        audit_started = time.perf_counter()
-        event = event_for(state, error, duration_ms=(audit_started - started) * 1000)
-        with telemetry.stage_span("audit"):
-            await runtime.recorder.record(event)
-        state.timings["audit"] = (time.perf_counter() - audit_started) * 1000
-        telemetry.record_call(span, state, event)
-    if error is not None:
-        raise error
-    return replace(state, audit_id=event.id)
+    """`server.pipeline.run` itself, with this test's telemetry in the runtime."""
+    runtime.telemetry = telemetry
+    return await run(runtime, call, stages)
 
 
 def tool_call(
