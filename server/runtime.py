@@ -21,6 +21,8 @@ from server.pii.catalog_scan import classify_catalog
 from server.pii.mask import Masker
 from server.policy.engine import NoPolicyEngine, PolicyEngine
 from server.policy.schema import SHIPPED_POLICIES
+from server.sql.analyzer import analyze
+from server.sql.lineage import lineage
 from server.store import StateStore
 from server.telemetry import Telemetry
 
@@ -35,6 +37,29 @@ class UnknownObject(BastionError):
 
 def policy_directory(config: BastionConfig) -> Path:
     return resolve_path(config, config.policies) if config.policies else SHIPPED_POLICIES
+
+
+def view_pii(catalog: Catalog, pii: Mapping[str, str]) -> dict[str, str]:
+    """A view's column carries the PII of the base columns it is computed from, whatever it is
+    called (`full_name AS label`): its definition is traced like a query. A definition Bastion
+    cannot analyze leaves the view's own classification."""
+    found: dict[str, str] = {}
+    for info in catalog.tables.values():
+        if not info.definition:
+            continue
+        try:
+            statement = analyze(info.definition.strip().rstrip(";"), catalog.dialect)
+        except BastionError:
+            continue
+        traced = lineage(statement, catalog)
+        if not traced.exact or len(traced.columns) != len(info.columns):
+            continue
+        for column, output in zip(info.columns, traced.columns, strict=True):
+            key = f"{info.qualified}.{column.name}"
+            entities = [pii[source] for source in sorted(output.revealed) if pii.get(source)]
+            if entities and key not in pii:
+                found[key] = entities[0]
+    return found
 
 
 @dataclass
@@ -86,6 +111,7 @@ class Runtime:
                 for (schema, table, column), found in classified.items()
                 if found.entity
             }
+            mapping.update(view_pii(catalog, mapping))
             self.pii[name] = (catalog, mapping)
             return mapping
 

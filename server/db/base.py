@@ -39,6 +39,8 @@ class TableInfo:
     comment: str | None = None
     primary_key: tuple[str, ...] = ()
     foreign_keys: tuple[ForeignKey, ...] = ()
+    #: a view's defining query (PostgreSQL's rendering), so its columns inherit their sources' PII
+    definition: str | None = field(default=None, compare=False)
 
     @property
     def qualified(self) -> str:

@@ -106,7 +106,8 @@ SELECT ARRAY(SELECT n.nspname::text FROM pg_catalog.pg_namespace n WHERE {_USER_
 
 _RELATIONS_SQL = f"""
 SELECT c.oid, n.nspname::text AS schema, c.relname::text AS name, c.relkind::text AS kind,
-       ds.description AS comment
+       ds.description AS comment,
+       CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END AS definition
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_catalog.pg_description ds
@@ -202,6 +203,7 @@ def _build_tables(
             comment=rel["comment"],
             primary_key=pk,
             foreign_keys=tuple(foreign.get(oid, ())),
+            definition=rel["definition"],
         )
     return tables
 
