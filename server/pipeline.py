@@ -129,7 +129,9 @@ async def authorize(runtime: Runtime, state: CallState) -> CallState:
     refuse_user_code(state.statement, catalog, traced)
     if traced is not None:
         traced = untraced_carry_all(traced, tables, pii)
-    unmasked = unmasked_requests(traced.columns, pii) if traced else _named_pii(state.statement, tables, pii)
+    # statements that return no rows (DDL such as CREATE TABLE AS) are asked about every PII column
+    # they name: what they copy can be read later
+    unmasked = unmasked_requests(traced.columns, pii) if traced else estimate_unmasked(state.statement, tables, pii)
     probed = compared_pii(traced, pii) if traced is not None else {}
     asked = tuple(dict.fromkeys((*unmasked, *probed.items())))
     request = AuthorizationRequest(
@@ -171,8 +173,7 @@ def untraced_carry_all(
     statement touches, so it is masked (and asked about) as if it did, not merely scanned."""
     if all(not column.untraced for column in traced.columns) and traced.exact:
         return traced
-    prefixes = tuple(f"{table.qualified}." for table in tables)
-    everything = frozenset(key for key in pii if key.startswith(prefixes))
+    everything = pii_of_tables(tables, pii)
     if not everything:
         return traced
     columns = tuple(
@@ -184,15 +185,14 @@ def untraced_carry_all(
     return replace(traced, columns=columns)
 
 
+def pii_of_tables(tables: tuple[ResolvedTable, ...], pii: Mapping[str, str]) -> frozenset[str]:
+    """Every PII column of the tables a statement touches: what an untraced value may carry."""
+    prefixes = tuple(f"{table.qualified}." for table in tables)
+    return frozenset(key for key in pii if key.startswith(prefixes))
+
+
 def _returns_rows(statement: Statement) -> bool:
     return statement.is_read or statement.kind.is_write
-
-
-def _named_pii(
-    statement: Statement, tables: tuple[ResolvedTable, ...], pii: Mapping[str, str]
-) -> tuple[tuple[str, str], ...]:
-    """For statements without traced output (writes with RETURNING): every PII column named."""
-    return estimate_unmasked(statement, tables, pii)
 
 
 async def enforce(runtime: Runtime, state: CallState) -> CallState:
@@ -277,7 +277,7 @@ async def mask(runtime: Runtime, state: CallState) -> CallState:
         traced = state.lineage.aligned(len(result.columns))
     else:
         # nothing traced: every value may carry any PII column of the tables touched
-        sources = frozenset(key for key in state.pii if any(key.startswith(f"{t.qualified}.") for t in state.tables))
+        sources = pii_of_tables(state.tables, state.pii)
         traced = tuple(OutputColumn(c.name, sources, True, True, sources) for c in result.columns)
     plans, described = plan_masks(traced, state.pii, decision, runtime.masker.operators)
     if not any(p is not None and p.active for p in plans):

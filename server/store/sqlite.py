@@ -244,16 +244,9 @@ class SQLiteStore(StateStore):
 
     async def delete_audit_through(self, sequence: int) -> int:
         def delete(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                count = conn.execute("DELETE FROM audit_events WHERE sequence <= ?", (sequence,)).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
-            return int(count)
+            return _in_transaction(
+                conn, lambda: int(conn.execute("DELETE FROM audit_events WHERE sequence <= ?", (sequence,)).rowcount)
+            )
 
         async with self._write_lock:
             self._check_open()
@@ -372,43 +365,39 @@ class SQLiteStore(StateStore):
 def _append_batch(conn: sqlite3.Connection, batch: list[PreparedEvent]) -> list[StoredEvent]:
     """Runs on the writer thread: read the head, link and insert each event in order, advance the
     head, commit; all or nothing."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        head = conn.execute(_HEAD).fetchone()
-        if head is None:  # tampered with, or half-migrated by hand
-            raise StoreError("the audit chain head is missing from the state store")
-        sequence, prev_hash = int(head[0]), str(head[1])
-        stored: list[StoredEvent] = []
-        rows: list[tuple[object, ...]] = []
-        for prepared in batch:
-            event = prepared.event
-            sequence += 1
-            hash_ = link_hash(prepared.hashed_json, sequence, prev_hash)
-            rows.append(
-                (
-                    sequence,
-                    event.id,
-                    sqlite_time(event.time),
-                    column_text(event.agent_id),
-                    column_text(event.tool),
-                    column_text(event.decision),
-                    column_text(event.database),
-                    column_text(event.statement_kind),
-                    prepared.record_json,
-                    prev_hash,
-                    hash_,
-                )
+    return _in_transaction(conn, lambda: _link_and_insert(conn, batch))
+
+
+def _link_and_insert(conn: sqlite3.Connection, batch: list[PreparedEvent]) -> list[StoredEvent]:
+    head = conn.execute(_HEAD).fetchone()
+    if head is None:  # tampered with, or half-migrated by hand
+        raise StoreError("the audit chain head is missing from the state store")
+    sequence, prev_hash = int(head[0]), str(head[1])
+    stored: list[StoredEvent] = []
+    rows: list[tuple[object, ...]] = []
+    for prepared in batch:
+        event = prepared.event
+        sequence += 1
+        hash_ = link_hash(prepared.hashed_json, sequence, prev_hash)
+        rows.append(
+            (
+                sequence,
+                event.id,
+                sqlite_time(event.time),
+                column_text(event.agent_id),
+                column_text(event.tool),
+                column_text(event.decision),
+                column_text(event.database),
+                column_text(event.statement_kind),
+                prepared.record_json,
+                prev_hash,
+                hash_,
             )
-            stored.append(StoredEvent(sequence=sequence, prev_hash=prev_hash, hash=hash_, event=event))
-            prev_hash = hash_
-        conn.executemany(_INSERT, rows)
-        conn.execute("UPDATE audit_chain_head SET sequence = ?, hash = ? WHERE id = 1", (sequence, prev_hash))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
+        )
+        stored.append(StoredEvent(sequence=sequence, prev_hash=prev_hash, hash=hash_, event=event))
+        prev_hash = hash_
+    conn.executemany(_INSERT, rows)
+    conn.execute("UPDATE audit_chain_head SET sequence = ?, hash = ? WHERE id = 1", (sequence, prev_hash))
     return stored
 
 
@@ -423,32 +412,26 @@ _UPSERT_CLASSIFICATION = (
 
 def _upsert_classifications(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
     """Runs on the writer thread: all rows in one transaction."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.executemany(_UPSERT_CLASSIFICATION, rows)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
+    _in_transaction(conn, lambda: conn.executemany(_UPSERT_CLASSIFICATION, rows))
 
 
 def _parse_time(value: str) -> datetime:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _in_transaction(conn: sqlite3.Connection, work: Callable[[], object]) -> None:
-    """Runs on the writer thread: `work` under SQLite's write lock, committed or rolled back."""
+def _in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
+    """Runs on the writer thread: `work` under SQLite's write lock (which also holds off other
+    processes), committed, or rolled back on any failure; returns what `work` returned."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        work()
+        result = work()
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
         raise
+    return result
 
 
 def _update_approval(
@@ -478,8 +461,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
     """Runs on the writer thread at open; see server/store/migrations.py."""
     if _schema_version(conn) == LATEST_VERSION:
         return
-    conn.execute("BEGIN IMMEDIATE")  # the write lock: another process may be migrating too
-    try:
+
+    def apply() -> None:  # under the write lock: another process may be migrating too
         conn.execute(SCHEMA_VERSION_TABLE["sqlite"])
         for migration in pending_migrations(_schema_version(conn)):
             for statement in migration.sqlite:
@@ -488,12 +471,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 "INSERT INTO schema_version (version, description) VALUES (?, ?)",
                 (migration.version, migration.description),
             )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
+
+    _in_transaction(conn, apply)
 
 
 def _describe(error: BaseException) -> str:

@@ -6,14 +6,13 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from server.audit.event import AuditEvent
 from server.store import StateStore
-from tests.conftest import ScratchDatabase
-from tests.store.test_audit_store import Backend, new_pg_schema
+from tests.store import conftest as store_fixtures
+from tests.store.test_audit_store import Backend
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 KEY = "k" * 16 + "-test-audit-key-0123456789abcdef"
@@ -40,11 +39,8 @@ def call(n: int, **changes: object) -> AuditEvent:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path, scratch_db: ScratchDatabase) -> Backend:
-    if request.param == "sqlite":
-        return Backend("sqlite", "sqlite:///state/audit.db", tmp_path)
-    return Backend("postgres", await new_pg_schema(scratch_db), tmp_path)
+#: the audit tests run on each store kind, with the store tests' own fixture
+backend = store_fixtures.backend
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import sqlite3
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -139,22 +138,6 @@ async def new_pg_schema(scratch_db: ScratchDatabase) -> str:
     finally:
         await conn.close()
     return f"{scratch_db.app_dsn}?search_path={schema}"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path, scratch_db: ScratchDatabase) -> Backend:
-    if request.param == "sqlite":
-        return Backend("sqlite", "sqlite:///state/audit.db", tmp_path)
-    return Backend("postgres", await new_pg_schema(scratch_db), tmp_path)
-
-
-@pytest.fixture
-async def store(backend: Backend) -> AsyncIterator[StateStore]:
-    opened = await backend.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def append_many(store: StateStore, count: int, start: int = 1) -> list[StoredEvent]:

@@ -11,19 +11,15 @@ import asyncio
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-
-import pytest
 
 from server.audit.event import AuditEvent
 from server.audit.verify import verify_trail
 from server.store import StateStore, StoreError
 from server.store.base import GroupCommit
-from tests.conftest import ScratchDatabase
-from tests.store.test_audit_store import Backend, new_pg_schema
+from tests.store.test_audit_store import Backend
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,22 +34,6 @@ def event(n: int = 0, **changes: object) -> AuditEvent:
         arguments={"sql": f"SELECT {n}"},
     )
     return replace(base, **changes)  # type: ignore[arg-type]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path, scratch_db: ScratchDatabase) -> Backend:
-    if request.param == "sqlite":
-        return Backend("sqlite", "sqlite:///state/audit.db", tmp_path)
-    return Backend("postgres", await new_pg_schema(scratch_db), tmp_path)
-
-
-@pytest.fixture
-async def store(backend: Backend) -> AsyncIterator[StateStore]:
-    opened = await backend.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def group_of(store: StateStore) -> GroupCommit:
